@@ -1,0 +1,189 @@
+//! One typed configuration, read from (lowest to highest precedence) built-in
+//! defaults, a TOML file (`--config`, `TRACKINGBMS_CONFIG`, or
+//! `trackingbms.toml` in the working directory when present), environment
+//! variables `TRACKINGBMS_*` (nested keys with `__`, e.g.
+//! `TRACKINGBMS_LIMITS__MAX_BODY_BYTES`) plus `DATABASE_URL` / `REDIS_URL`,
+//! and finally command-line flags. `deploy/CONFIGURATION.md` documents every key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    pub bind: SocketAddr,
+    /// Directory for the embedded SQLite database and other local state.
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; defaults to `<data_dir>/trackingbms.db`.
+    pub database_url: Option<String>,
+    /// Redis for cross-replica fan-out (used by later slices).
+    pub redis_url: Option<String>,
+    /// Apply pending migrations when `serve` starts.
+    pub run_migrations: bool,
+    /// Maximum open database connections.
+    pub db_max_connections: u32,
+    pub log: LogConfig,
+    pub limits: Limits,
+    pub demo: DemoConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` for people, `json` for log collectors.
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info,trackingbms_api=debug`. `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest accepted HTTP request body on `/graphql`.
+    pub max_body_bytes: usize,
+    /// Deepest accepted GraphQL selection.
+    pub max_query_depth: usize,
+    /// Largest accepted GraphQL complexity (each field costs 1, connections
+    /// cost their page size times their children).
+    pub max_query_complexity: usize,
+    /// Largest page a connection returns (`first`/`last`).
+    pub max_page_size: usize,
+    /// Largest page of `batteryMetrics`.
+    pub max_sample_page_size: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DemoConfig {
+    /// Seconds between two simulated samples of each demo battery.
+    pub sample_interval_secs: u64,
+    /// Hours of history generated when the demo fleet is created.
+    pub backfill_hours: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            redis_url: None,
+            run_migrations: true,
+            db_max_connections: 16,
+            log: LogConfig::default(),
+            limits: Limits::default(),
+            demo: DemoConfig::default(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            filter: "info".into(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            max_query_depth: 12,
+            max_query_complexity: 50_000,
+            max_page_size: 100,
+            max_sample_page_size: 5000,
+        }
+    }
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self {
+            sample_interval_secs: 5,
+            backfill_hours: 6,
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults < file < environment. `file` overrides the discovery of
+    /// the configuration file.
+    pub fn load(file: Option<&Path>) -> Result<Self, Box<figment::Error>> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        let env_file = std::env::var_os("TRACKINGBMS_CONFIG").map(PathBuf::from);
+        match file.map(Path::to_path_buf).or(env_file) {
+            Some(path) => fig = fig.merge(Toml::file_exact(path)),
+            None => fig = fig.merge(Toml::file("trackingbms.toml")),
+        }
+        fig = fig
+            .merge(
+                Env::prefixed("TRACKINGBMS_")
+                    .ignore(&["CONFIG", "ADMIN_API_KEY"])
+                    .split("__"),
+            )
+            .merge(
+                Env::raw()
+                    .only(&["DATABASE_URL", "REDIS_URL"])
+                    .lowercase(true),
+            );
+        fig.extract().map_err(Box::new)
+    }
+
+    /// The database to use: the explicit URL, or a SQLite file in the data directory.
+    pub fn effective_database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) if !url.is_empty() => url.clone(),
+            _ => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("trackingbms.db").display()
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_env_override_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "custom.toml",
+                "bind = \"0.0.0.0:9000\"\n[limits]\nmax_query_depth = 5\n",
+            )?;
+            jail.set_env("TRACKINGBMS_LIMITS__MAX_QUERY_DEPTH", "7");
+            jail.set_env("DATABASE_URL", "postgres://db/x");
+            let cfg = Config::load(Some(Path::new("custom.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.bind.port(), 9000);
+            assert_eq!(cfg.limits.max_query_depth, 7);
+            assert_eq!(cfg.limits.max_body_bytes, Limits::default().max_body_bytes);
+            assert_eq!(cfg.effective_database_url(), "postgres://db/x");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "bnd = \"0.0.0.0:9000\"\n")?;
+            let err = Config::load(Some(Path::new("bad.toml"))).unwrap_err();
+            assert!(err.to_string().contains("bnd"), "{err}");
+            Ok(())
+        });
+    }
+}

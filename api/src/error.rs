@@ -1,0 +1,108 @@
+//! Error codes shared by every slice. A client reads `extensions.code` from a
+//! GraphQL error (or `code` from an HTTP error body) and can rely on it; the
+//! message is for humans.
+
+use async_graphql::ErrorExtensions;
+
+/// Stable machine-readable error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    NotFound,
+    ValidationFailed,
+    InvalidId,
+    Conflict,
+    BadRequest,
+    PayloadTooLarge,
+    GraphqlParseFailed,
+    GraphqlValidationFailed,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotFound => "NOT_FOUND",
+            Self::ValidationFailed => "VALIDATION_FAILED",
+            Self::InvalidId => "INVALID_ID",
+            Self::Conflict => "CONFLICT",
+            Self::BadRequest => "BAD_REQUEST",
+            Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::GraphqlParseFailed => "GRAPHQL_PARSE_FAILED",
+            Self::GraphqlValidationFailed => "GRAPHQL_VALIDATION_FAILED",
+            Self::Unavailable => "UNAVAILABLE",
+            Self::Internal => "INTERNAL",
+        }
+    }
+}
+
+/// The error type of services. Database details never reach the client:
+/// they are logged and replaced by `INTERNAL`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{field}: {message}")]
+    Validation { field: String, message: String },
+    #[error("invalid id: {0}")]
+    InvalidId(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("database error")]
+    Db(#[from] sea_orm::DbErr),
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Validation {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::Validation { .. } => ErrorCode::ValidationFailed,
+            Self::InvalidId(_) => ErrorCode::InvalidId,
+            Self::Conflict(_) => ErrorCode::Conflict,
+            Self::Db(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+impl ApiError {
+    /// The GraphQL error a client sees: message plus `extensions.code`
+    /// (and `extensions.field` for validation errors).
+    pub fn to_graphql(&self) -> async_graphql::Error {
+        if let ApiError::Db(db) = self {
+            tracing::error!(error = %db, "database error while serving a request");
+        }
+        let code = self.code();
+        let field = match self {
+            ApiError::Validation { field, .. } => Some(field.clone()),
+            _ => None,
+        };
+        async_graphql::Error::new(self.to_string()).extend_with(|_, ext| {
+            ext.set("code", code.as_str());
+            if let Some(field) = field {
+                ext.set("field", field);
+            }
+        })
+    }
+}
+
+/// Lets resolvers write `service.call().await.extend()?` and keep the code;
+/// a bare `?` would go through async-graphql's `From<Display>` and lose it.
+impl ErrorExtensions for ApiError {
+    fn extend(&self) -> async_graphql::Error {
+        self.to_graphql()
+    }
+}
+
+/// An error with a code, for places that do not go through a service.
+pub fn coded(code: ErrorCode, message: impl Into<String>) -> async_graphql::Error {
+    async_graphql::Error::new(message.into()).extend_with(|_, ext| ext.set("code", code.as_str()))
+}

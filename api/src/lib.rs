@@ -1,0 +1,118 @@
+//! TrackingBMS server library. `App::build` wires the parts in the order
+//! data flows through them:
+//!
+//! config → database (+ migrations) → services (hierarchy, telemetry) →
+//! GraphQL schema → HTTP routes; `demo` feeds a simulated fleet through the
+//! same services.
+//!
+//! Each module owns one capability; see its doc comment.
+
+pub mod audit;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod demo;
+pub mod error;
+pub mod graphql;
+pub mod hierarchy;
+pub mod http;
+pub mod ids;
+pub mod metrics;
+pub mod pagination;
+pub mod telemetry;
+pub mod validate;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use entities::tenant;
+use poem::listener::{Acceptor, Listener, TcpListener};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+
+pub use config::Config;
+
+use crate::auth::Principal;
+use crate::graphql::AppSchema;
+use crate::hierarchy::HierarchyService;
+use crate::hierarchy::graphql::MaxPageSize;
+use crate::metrics::Metrics;
+use crate::telemetry::graphql::MaxSamplePage;
+
+/// One running instance: its configuration, database pool, services and schema.
+#[derive(Clone)]
+pub struct App {
+    pub config: Arc<Config>,
+    pub db: DatabaseConnection,
+    pub metrics: Metrics,
+    pub hierarchy: HierarchyService,
+    pub schema: AppSchema,
+    /// Id of the tenant a fresh deployment starts with (slug `default`).
+    pub default_tenant: i64,
+}
+
+impl App {
+    /// Connects to the database, applies migrations when configured, and
+    /// assembles services and schema.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let metrics = Metrics::new();
+        let url = config.effective_database_url();
+        let db = db::connect(&url, config.db_max_connections, &metrics).await?;
+        if config.run_migrations {
+            db::migrate(&db).await.context("applying migrations")?;
+        }
+        let default_tenant = tenant::Entity::find()
+            .filter(tenant::Column::Slug.eq("default"))
+            .one(&db)
+            .await
+            .context("reading the default tenant (has `trackingbms migrate` been run?)")?
+            .context("the default tenant is missing; run `trackingbms migrate`")?
+            .id;
+        let hierarchy = HierarchyService::new(db.clone());
+        let schema = graphql::builder(&config.limits)
+            .data(hierarchy.clone())
+            .data(MaxPageSize(config.limits.max_page_size))
+            .data(MaxSamplePage(config.limits.max_sample_page_size))
+            .finish();
+        Ok(Self {
+            config: Arc::new(config),
+            db,
+            metrics,
+            hierarchy,
+            schema,
+            default_tenant,
+        })
+    }
+
+    /// The caller of an HTTP request. Until identity lands every request
+    /// acts as the operator of the default tenant.
+    pub fn principal_for(&self, _req: &poem::Request) -> Principal {
+        Principal::operator(self.default_tenant, "local-operator")
+    }
+
+    /// The principal used by the server's own jobs (demo generator, …).
+    pub fn system(&self, what: &str) -> Principal {
+        Principal::operator(self.default_tenant, format!("system:{what}"))
+    }
+
+    /// Serves HTTP on the configured address until `shutdown` completes,
+    /// then drains in-flight requests (up to 10 s).
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let acceptor = TcpListener::bind(self.config.bind)
+            .into_acceptor()
+            .await
+            .with_context(|| format!("cannot listen on {}", self.config.bind))?;
+        for addr in acceptor.local_addr() {
+            tracing::info!(address = %addr, "listening");
+        }
+        poem::Server::new_with_acceptor(acceptor)
+            .run_with_graceful_shutdown(
+                http::routes(self),
+                shutdown,
+                Some(std::time::Duration::from_secs(10)),
+            )
+            .await?;
+        Ok(())
+    }
+}

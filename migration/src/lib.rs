@@ -1,0 +1,16 @@
+//! SeaORM migrations of TrackingBMS. Each migration runs unchanged on SQLite
+//! and PostgreSQL; `api` applies them on `serve` (unless disabled) and on
+//! `trackingbms migrate`.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261121_000001_hierarchy;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261121_000001_hierarchy::Migration)]
+    }
+}
