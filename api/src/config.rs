@@ -102,7 +102,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_body_bytes: 1024 * 1024,
-            max_query_depth: 12,
+            max_query_depth: 24,
             max_query_complexity: 50_000,
             max_page_size: 100,
             max_sample_page_size: 5000,

@@ -1,0 +1,188 @@
+//! Test harness: a real App on a fresh database (a temporary SQLite file, or
+//! a fresh schema in the PostgreSQL of `TEST_DATABASE_URL`, by default the
+//! machine's `postgres://postgres@127.0.0.1:5432/test`), driven through its
+//! real HTTP routes. A PostgreSQL test fails, never skips, when the server
+//! is unreachable.
+
+#![allow(dead_code)]
+
+use poem::test::TestClient;
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::{Value, json};
+use trackingbms_api::{App, Config};
+
+pub const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Base URL of the PostgreSQL used by tests.
+pub fn pg_base_url() -> String {
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_PG.to_owned())
+}
+
+/// A fresh, empty PostgreSQL schema; returns a URL whose connections use it.
+pub async fn fresh_pg_url() -> String {
+    let base = pg_base_url();
+    let admin = Database::connect(&base).await.unwrap_or_else(|e| {
+        panic!("PostgreSQL at {base} is required for this test and unreachable: {e}")
+    });
+    let schema = format!("t_{}", uuid_like());
+    admin
+        .execute_unprepared(&format!("CREATE SCHEMA \"{schema}\""))
+        .await
+        .expect("create test schema");
+    admin.close().await.ok();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}options=-c%20search_path%3D{schema}")
+}
+
+fn uuid_like() -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..12)
+        .map(|_| char::from(b'a' + rng.random_range(0..26u8)))
+        .collect()
+}
+
+pub struct TestApp {
+    pub app: App,
+    pub client: TestClient<poem::endpoint::BoxEndpoint<'static, poem::Response>>,
+    pub backend: Backend,
+    _dir: tempfile::TempDir,
+}
+
+impl TestApp {
+    pub async fn new(backend: Backend) -> Self {
+        Self::with_config(backend, |_| {}).await
+    }
+
+    pub async fn with_config(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        if backend == Backend::Postgres {
+            config.database_url = Some(fresh_pg_url().await);
+            config.db_max_connections = 4;
+        }
+        adjust(&mut config);
+        let app = App::build(config).await.expect("app builds");
+        let ep = poem::EndpointExt::boxed(poem::EndpointExt::map_to_response(
+            trackingbms_api::http::routes(app.clone()),
+        ));
+        Self {
+            client: TestClient::new(ep),
+            app,
+            backend,
+            _dir: dir,
+        }
+    }
+
+    /// POSTs a GraphQL request and returns the whole JSON response.
+    pub async fn gql(&self, query: &str, variables: Value) -> Value {
+        let resp = self
+            .client
+            .post("/graphql")
+            .body_json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await;
+        resp.assert_status_is_ok();
+        resp.json().await.value().deserialize::<Value>()
+    }
+
+    /// Like [`gql`] but asserts there is no error and returns `data`.
+    pub async fn data(&self, query: &str, variables: Value) -> Value {
+        let resp = self.gql(query, variables).await;
+        assert!(resp.get("errors").is_none(), "unexpected errors: {resp:#}");
+        resp["data"].clone()
+    }
+
+    /// The `extensions.code` of the first error (panics when there is none).
+    pub async fn error_code(&self, query: &str, variables: Value) -> String {
+        let resp = self.gql(query, variables).await;
+        resp["errors"][0]["extensions"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("expected an error with a code, got {resp:#}"))
+            .to_owned()
+    }
+
+    /// SQL statements executed so far by this app.
+    pub fn statements(&self) -> u64 {
+        self.app.metrics.db_statement_count()
+    }
+}
+
+/// Runs an async scenario `fn(TestApp)` once on SQLite and once on PostgreSQL.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            mod $scenario {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$scenario(super::common::TestApp::new(super::common::Backend::Sqlite).await).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$scenario(super::common::TestApp::new(super::common::Backend::Postgres).await).await
+                }
+            }
+        )*
+    };
+}
+
+/// Creates client → site → zone → BMS → battery and returns their ids.
+pub async fn create_chain(t: &TestApp, suffix: &str) -> [String; 5] {
+    let c = t
+        .data(
+            "mutation($n: String!) { createClient(input: {name: $n, timeZone: \"Europe/Paris\"}) { id } }",
+            json!({ "n": format!("Client {suffix}") }),
+        )
+        .await["createClient"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let s = t
+        .data(
+            "mutation($c: ID!) { createSite(input: {clientId: $c, name: \"Site\", latitude: 45.7, longitude: 4.8}) { id timeZone } }",
+            json!({ "c": c }),
+        )
+        .await["createSite"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let z = t
+        .data(
+            "mutation($s: ID!) { createZone(input: {siteId: $s, name: \"Hall\"}) { id } }",
+            json!({ "s": s }),
+        )
+        .await["createZone"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b = t
+        .data(
+            "mutation($z: ID!) { createBms(input: {zoneId: $z, name: \"BMS-1\"}) { id } }",
+            json!({ "z": z }),
+        )
+        .await["createBms"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bat = t
+        .data(
+            "mutation($b: ID!, $s: String!) { createBattery(input: {bmsId: $b, serial: $s, chemistry: LFP, nominalCapacityAh: 100, nominalVoltageV: 51.2, installDate: \"2022-03-01\"}) { id } }",
+            json!({ "b": b, "s": format!("SN-{suffix}") }),
+        )
+        .await["createBattery"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    [c, s, z, b, bat]
+}
