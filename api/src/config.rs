@@ -55,8 +55,9 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Deepest accepted GraphQL selection.
     pub max_query_depth: usize,
-    /// Largest accepted GraphQL complexity (each field costs 1, connections
-    /// cost their page size times their children).
+    /// Largest accepted GraphQL complexity: each field costs 1 and a
+    /// connection costs its page size times the cost of one node, so this
+    /// bounds the rows a single query can ask for.
     pub max_query_complexity: usize,
     /// Largest page a connection returns (`first`/`last`).
     pub max_page_size: usize,
@@ -103,7 +104,7 @@ impl Default for Limits {
         Self {
             max_body_bytes: 1024 * 1024,
             max_query_depth: 24,
-            max_query_complexity: 50_000,
+            max_query_complexity: 1_000_000,
             max_page_size: 100,
             max_sample_page_size: 5000,
         }

@@ -32,6 +32,17 @@ use crate::error::{ApiError, ApiResult};
 /// Page size when neither `first` nor `last` is given.
 pub const DEFAULT_PAGE_SIZE: usize = 20;
 
+/// Complexity of a connection field: its page size times the cost of one
+/// node, so a query that could return a million rows is refused before it runs.
+pub fn cost(first: Option<i32>, last: Option<i32>, child_complexity: usize) -> usize {
+    let n = first
+        .or(last)
+        .map_or(DEFAULT_PAGE_SIZE, |n| usize::try_from(n).unwrap_or(0));
+    Ord::max(n, 1)
+        .saturating_mul(child_complexity)
+        .saturating_add(1)
+}
+
 /// A sort key value carried in a cursor. Floats are kept as bits so that
 /// cursors can be hashed and compared (they key DataLoader batches).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -233,6 +233,7 @@ impl Client {
         self.0.updated_at
     }
     /// The client's sites.
+    #[graphql(complexity = "crate::pagination::cost(first, last, child_complexity)")]
     async fn sites(
         &self,
         ctx: &Context<'_>,
@@ -293,6 +294,7 @@ impl Site {
             .map(Client)
     }
     /// The site's zones.
+    #[graphql(complexity = "crate::pagination::cost(first, last, child_complexity)")]
     async fn zones(
         &self,
         ctx: &Context<'_>,
@@ -319,6 +321,7 @@ impl Site {
         .await
     }
     /// Every BMS unit of the site, whatever its zone.
+    #[graphql(complexity = "crate::pagination::cost(first, last, child_complexity)")]
     async fn bms_units(
         &self,
         ctx: &Context<'_>,
@@ -369,6 +372,7 @@ impl Zone {
             .map(Site)
     }
     /// The zone's BMS units.
+    #[graphql(complexity = "crate::pagination::cost(first, last, child_complexity)")]
     async fn bms_units(
         &self,
         ctx: &Context<'_>,
@@ -440,6 +444,7 @@ impl Bms {
             .map(Site)
     }
     /// Batteries managed by this unit.
+    #[graphql(complexity = "crate::pagination::cost(first, last, child_complexity)")]
     #[allow(clippy::too_many_arguments)]
     async fn batteries(
         &self,
@@ -557,6 +562,7 @@ impl HierarchyQuery {
     }
 
     /// Clients, alphabetically by default.
+    #[graphql(complexity = "crate::pagination::cost(first, last, child_complexity)")]
     #[allow(clippy::too_many_arguments)]
     async fn clients(
         &self,
@@ -580,6 +586,7 @@ impl HierarchyQuery {
     }
 
     /// Sites of every client, alphabetically by default.
+    #[graphql(complexity = "crate::pagination::cost(first, last, child_complexity)")]
     #[allow(clippy::too_many_arguments)]
     async fn sites(
         &self,
@@ -603,6 +610,7 @@ impl HierarchyQuery {
     }
 
     /// Zones of every site.
+    #[graphql(complexity = "crate::pagination::cost(first, last, child_complexity)")]
     #[allow(clippy::too_many_arguments)]
     async fn zones(
         &self,
@@ -627,6 +635,7 @@ impl HierarchyQuery {
     }
 
     /// BMS units of every zone.
+    #[graphql(complexity = "crate::pagination::cost(first, last, child_complexity)")]
     #[allow(clippy::too_many_arguments)]
     async fn bms_units(
         &self,
@@ -655,6 +664,7 @@ impl HierarchyQuery {
     }
 
     /// Batteries of the whole fleet, filtered and sorted.
+    #[graphql(complexity = "crate::pagination::cost(first, last, child_complexity)")]
     #[allow(clippy::too_many_arguments)]
     async fn batteries(
         &self,

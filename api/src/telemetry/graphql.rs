@@ -102,6 +102,7 @@ pub struct TelemetryQuery;
 impl TelemetryQuery {
     /// Raw samples of one battery in `[from, to)`, oldest first. `to`
     /// defaults to now and `from` to 24 hours before `to`.
+    #[graphql(complexity = "crate::pagination::cost(first, None, child_complexity)")]
     async fn battery_metrics(
         &self,
         ctx: &Context<'_>,
