@@ -57,7 +57,8 @@ pub struct Limits {
     pub max_query_depth: usize,
     /// Largest accepted GraphQL complexity: each field costs 1 and a
     /// connection costs its page size times the cost of one node, so this
-    /// bounds the rows a single query can ask for.
+    /// bounds the rows a single query can ask for (the default is about
+    /// 500,000 nodes of ten fields each).
     pub max_query_complexity: usize,
     /// Largest page a connection returns (`first`/`last`).
     pub max_page_size: usize,
@@ -104,7 +105,7 @@ impl Default for Limits {
         Self {
             max_body_bytes: 1024 * 1024,
             max_query_depth: 24,
-            max_query_complexity: 1_000_000,
+            max_query_complexity: 5_000_000,
             max_page_size: 100,
             max_sample_page_size: 5000,
         }
@@ -161,6 +162,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::result_large_err)]
     fn file_then_env_override_defaults() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(
@@ -179,6 +181,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)]
     fn unknown_keys_are_rejected() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("bad.toml", "bnd = \"0.0.0.0:9000\"\n")?;

@@ -91,6 +91,12 @@ impl Extension for ErrorCodesExtension {
         next.run(ctx).await.map_err(|mut errs| {
             for err in &mut errs {
                 let code = validation_code(err);
+                if code == "QUERY_TOO_COMPLEX" {
+                    err.message =
+                        "Query is too complex: nested connections multiply their page sizes \
+                                   (first/last, default 20); ask for smaller pages or fewer levels"
+                            .into();
+                }
                 let ext = err.extensions.get_or_insert_with(Default::default);
                 if ext.get("code").is_none() {
                     ext.set("code", code);

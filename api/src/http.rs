@@ -4,7 +4,6 @@
 
 use std::time::Instant;
 
-use async_graphql::dataloader::DataLoader;
 use async_graphql::http::{GraphiQLSource, MultipartOptions};
 use poem::http::{StatusCode, header};
 use poem::middleware::Cors;
@@ -16,7 +15,6 @@ use serde_json::json;
 
 use crate::App;
 use crate::error::ErrorCode;
-use crate::pagination::ScopedLoader;
 
 /// The whole HTTP application.
 pub fn routes(app: App) -> impl Endpoint {
@@ -44,14 +42,13 @@ async fn graphql(req: &Request, body: poem::Body, Data(app): Data<&App>) -> Resp
     if let Some(len) = req
         .header(header::CONTENT_LENGTH)
         .and_then(|v| v.parse::<usize>().ok())
+        && len > limit
     {
-        if len > limit {
-            return error_body(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                ErrorCode::PayloadTooLarge,
-                format!("request body of {len} bytes exceeds the limit of {limit} bytes"),
-            );
-        }
+        return error_body(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::PayloadTooLarge,
+            format!("request body of {len} bytes exceeds the limit of {limit} bytes"),
+        );
     }
     let bytes = match body.into_bytes_limit(limit).await {
         Ok(b) => b,
@@ -86,16 +83,7 @@ async fn graphql(req: &Request, body: poem::Body, Data(app): Data<&App>) -> Resp
         }
     };
     let who = app.principal_for(req);
-    let loader = DataLoader::new(
-        ScopedLoader {
-            db: app.db.clone(),
-            who: who.clone(),
-        },
-        async_graphql::runtime::TokioSpawner::current(),
-        async_graphql::runtime::TokioTimer::default(),
-    );
-    let batch = batch.data(who).data(std::sync::Arc::new(loader));
-    let resp = app.schema.execute_batch(batch).await;
+    let resp = crate::loader::execute(&app.schema, &app.db, who, batch).await;
     let body = serde_json::to_string(&resp).unwrap_or_else(|_| "{}".into());
     Response::builder()
         .content_type("application/json")

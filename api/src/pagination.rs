@@ -12,7 +12,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 
 use async_graphql::connection::{Connection, CursorType, Edge};
-use async_graphql::dataloader::{DataLoader, Loader};
+use async_graphql::dataloader::Loader;
 use async_graphql::{Context, Object, OutputType, ResultExt};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::{Principal, Scoped};
 use crate::error::{ApiError, ApiResult};
+pub use crate::loader::{ScopedLoader, loaders};
 
 /// Page size when neither `first` nor `last` is given.
 pub const DEFAULT_PAGE_SIZE: usize = 20;
@@ -160,13 +161,13 @@ impl PageRequest {
 
     fn check_ordering(&self, ordering: &str) -> ApiResult<()> {
         for (field, cursor) in [("after", &self.after), ("before", &self.before)] {
-            if let Some(c) = cursor {
-                if c.ordering != ordering {
-                    return Err(ApiError::validation(
-                        field,
-                        "cursor belongs to another ordering",
-                    ));
-                }
+            if let Some(c) = cursor
+                && c.ordering != ordering
+            {
+                return Err(ApiError::validation(
+                    field,
+                    "cursor belongs to another ordering",
+                ));
             }
         }
         Ok(())
@@ -358,20 +359,6 @@ pub struct ChildKey<L> {
 /// A listing that hangs under a parent column.
 pub trait ChildListing: Listing {
     fn parent_col(&self) -> ColumnOf<Self>;
-}
-
-/// The request's loaders, as the HTTP layer attaches them.
-pub type Loaders = Arc<DataLoader<ScopedLoader>>;
-
-/// The request's loaders.
-pub fn loaders<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a DataLoader<ScopedLoader>> {
-    Ok(ctx.data::<Loaders>()?.as_ref())
-}
-
-/// Per-request loader: batches nested pages and counts by level.
-pub struct ScopedLoader {
-    pub db: DatabaseConnection,
-    pub who: Principal,
 }
 
 impl<L: ChildListing> Loader<ChildKey<L>> for ScopedLoader

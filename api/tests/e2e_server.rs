@@ -36,10 +36,10 @@ impl Server {
         let base = format!("http://127.0.0.1:{port}");
         let started = Instant::now();
         loop {
-            if let Ok(r) = reqwest::get(format!("{base}/health")).await {
-                if r.status().is_success() {
-                    break;
-                }
+            if let Ok(r) = reqwest::get(format!("{base}/health")).await
+                && r.status().is_success()
+            {
+                break;
             }
             assert!(
                 started.elapsed() < Duration::from_secs(30),

@@ -22,11 +22,11 @@ async fn five_levels_and_node_round_trip(t: TestApp) {
     let ids = create_chain(&t, "A").await;
     let data = t
         .data(
-            r#"{ clients { totalCount edges { node { id name timeZone
-                 sites { totalCount edges { node { id timeZone latitude
-                   zones { edges { node { id name
-                     bmsUnits { edges { node { id name protocol
-                       batteries { totalCount edges { node { id serial chemistry status nominalCapacityAh latestSample { ts } } } } } } } } } }
+            r#"{ clients(first: 5) { totalCount edges { node { id name timeZone
+                 sites(first: 5) { totalCount edges { node { id timeZone latitude
+                   zones(first: 5) { edges { node { id name
+                     bmsUnits(first: 5) { edges { node { id name protocol
+                       batteries(first: 20) { totalCount edges { node { id serial chemistry status nominalCapacityAh latestSample { ts } } } } } } } } } }
                    bmsUnits { totalCount } } } } } } } }"#,
             json!({}),
         )

@@ -6,14 +6,14 @@ mod common;
 
 use common::TestApp;
 use serde_json::json;
-use trackingbms_api::demo::fleet::{self, FleetSpec};
+use trackingbms_api::demo::fleet::FleetSpec;
 
 const NESTED: &str = r#"{
   clients(first: 5) { totalCount edges { node { name
     sites(first: 5) { totalCount edges { node { name
       zones(first: 5) { edges { node { name
         bmsUnits(first: 5) { edges { node { name
-          batteries(first: 50) { totalCount edges { node { serial sohPct bms { name } latestSample { socPct } } } } } } } } } } } } } } } }"#;
+          batteries(first: 50) { totalCount edges { node { serial sohPct bms { name } latestSample { socPct } } } } } } } } } } } } } } } } }"#;
 
 async fn statements_for(t: &TestApp) -> (u64, usize) {
     let before = t.statements();
@@ -32,14 +32,8 @@ async fn statements_for(t: &TestApp) -> (u64, usize) {
     (used, batteries)
 }
 
-/// Seeds `spec` into `t` with one sample per battery.
 async fn seed(t: &TestApp, spec: &FleetSpec) {
-    let created = fleet::create(&t.app.hierarchy, &t.app.system("test"), spec)
-        .await
-        .unwrap();
-    let mut sim = trackingbms_api::demo::simulator::FleetSim::new(&created, 1);
-    let samples = sim.step(trackingbms_api::clock::now(), 5.0);
-    trackingbms_api::telemetry::store::write_samples(&t.app.db, &samples)
+    trackingbms_api::fixtures::seed_fleet(&t.app, spec)
         .await
         .unwrap();
 }

@@ -187,11 +187,9 @@ pub async fn create(
                         who,
                         CreateZoneInput {
                             site_id: ids::encode(Kind::Site, site.id),
-                            name: if z < ZONES.len() {
-                                ZONES[z].to_owned()
-                            } else {
-                                format!("Zone {}", z + 1)
-                            },
+                            name: ZONES
+                                .get(z)
+                                .map_or_else(|| format!("Zone {}", z + 1), |n| (*n).to_owned()),
                             description: None,
                         },
                     )

@@ -166,9 +166,9 @@ impl TelemetryQuery {
     }
 }
 
-/// Key of `Battery.latestSample`: the battery and its newest timestamp.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct LatestSampleKey(i64, DateTime<Utc>);
+/// Key of `Battery.latestSample`: the battery.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LatestSampleKey(i64);
 
 impl Loader<LatestSampleKey> for ScopedLoader {
     type Value = Sample;
@@ -178,25 +178,25 @@ impl Loader<LatestSampleKey> for ScopedLoader {
         &self,
         keys: &[LatestSampleKey],
     ) -> Result<HashMap<LatestSampleKey, Sample>, Self::Error> {
-        let pairs: Vec<_> = keys.iter().map(|k| (k.0, k.1)).collect();
-        let rows = store::samples_at(&self.db, &pairs)
+        let ids: Vec<i64> = keys.iter().map(|k| k.0).collect();
+        let rows = store::latest_samples(&self.db, &ids)
             .await
             .map_err(Arc::new)?;
         Ok(rows
             .into_iter()
-            .map(|m| (LatestSampleKey(m.battery_id, m.ts), Sample::from(m)))
+            .map(|m| (LatestSampleKey(m.battery_id), Sample::from(m)))
             .collect())
     }
 }
 
 /// The battery's newest sample (the battery row is already scope-checked).
 pub async fn latest_sample(ctx: &Context<'_>, b: &battery::Model) -> Result<Option<Sample>> {
-    let Some(ts) = b.last_sample_at else {
+    if b.last_sample_at.is_none() {
         return Ok(None);
-    };
+    }
     let loader = loaders(ctx)?;
     loader
-        .load_one(LatestSampleKey(b.id, ts))
+        .load_one(LatestSampleKey(b.id))
         .await
         .map_err(|e| e.to_graphql())
 }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use entities::{battery, battery_sample};
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait, IntoActiveModel,
     QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
@@ -115,22 +115,17 @@ pub async fn count_in_range(
         .await?)
 }
 
-/// The newest sample of each given (battery, newest timestamp) pair.
-pub async fn samples_at(
+/// The newest sample of each given battery, in one statement.
+pub async fn latest_samples(
     db: &impl ConnectionTrait,
-    keys: &[(i64, DateTime<Utc>)],
+    battery_ids: &[i64],
 ) -> ApiResult<Vec<battery_sample::Model>> {
     use battery_sample::Column as C;
-    let mut out = Vec::with_capacity(keys.len());
-    for chunk in keys.chunks(200) {
-        let cond = chunk.iter().fold(Condition::any(), |c, (id, ts)| {
-            c.add(
-                Condition::all()
-                    .add(C::BatteryId.eq(*id))
-                    .add(C::Ts.eq(*ts)),
-            )
-        });
-        out.extend(battery_sample::Entity::find().filter(cond).all(db).await?);
-    }
-    Ok(out)
+    Ok(battery_sample::Entity::find()
+        .filter(C::BatteryId.is_in(battery_ids.iter().copied()))
+        .filter(Expr::col((battery_sample::Entity, C::Ts)).eq(Expr::cust(
+            "(SELECT b.last_sample_at FROM batteries b WHERE b.id = battery_samples.battery_id)",
+        )))
+        .all(db)
+        .await?)
 }

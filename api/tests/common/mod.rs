@@ -7,45 +7,22 @@
 #![allow(dead_code)]
 
 use poem::test::TestClient;
-use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
 use trackingbms_api::{App, Config};
 
-pub const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// A fresh, empty PostgreSQL schema; returns a URL whose connections use it.
+/// Panics (the test fails) when PostgreSQL is unreachable.
+pub async fn fresh_pg_url() -> String {
+    let base = trackingbms_api::fixtures::pg_base_url();
+    trackingbms_api::fixtures::fresh_pg_schema(&base)
+        .await
+        .unwrap_or_else(|e| panic!("this test needs PostgreSQL: {e}"))
+}
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Backend {
     Sqlite,
     Postgres,
-}
-
-/// Base URL of the PostgreSQL used by tests.
-pub fn pg_base_url() -> String {
-    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_PG.to_owned())
-}
-
-/// A fresh, empty PostgreSQL schema; returns a URL whose connections use it.
-pub async fn fresh_pg_url() -> String {
-    let base = pg_base_url();
-    let admin = Database::connect(&base).await.unwrap_or_else(|e| {
-        panic!("PostgreSQL at {base} is required for this test and unreachable: {e}")
-    });
-    let schema = format!("t_{}", uuid_like());
-    admin
-        .execute_unprepared(&format!("CREATE SCHEMA \"{schema}\""))
-        .await
-        .expect("create test schema");
-    admin.close().await.ok();
-    let sep = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{sep}options=-c%20search_path%3D{schema}")
-}
-
-fn uuid_like() -> String {
-    use rand::Rng;
-    let mut rng = rand::rng();
-    (0..12)
-        .map(|_| char::from(b'a' + rng.random_range(0..26u8)))
-        .collect()
 }
 
 pub struct TestApp {
