@@ -18,7 +18,7 @@ const QUERY: &str = r#"{
     sites(first: 10) { edges { node { name
       zones(first: 10) { edges { node { name
         bmsUnits(first: 10) { edges { node { name
-          batteries(first: 50) { edges { node { serial chemistry sohPct latestSample { socPct voltageV tempAvgC } } } } } } } } } } } } } } }"#;
+          batteries(first: 50) { edges { node { serial chemistry sohPct latestSample { socPct voltageV tempAvgC } } } } } } } } } } } } } } } } }"#;
 
 const WARMUP: usize = 100;
 const REQUESTS: usize = 2_000;

@@ -29,7 +29,94 @@ pub struct Config {
     pub db_max_connections: u32,
     pub log: LogConfig,
     pub limits: Limits,
+    pub ingest: IngestConfig,
     pub demo: DemoConfig,
+}
+
+/// Telemetry ingestion: validation bounds, batching and backpressure.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Samples stamped further than this in the future are rejected.
+    pub max_future_secs: i64,
+    /// Most rows the writer puts in one transaction (it coalesces submissions).
+    pub batch_rows: usize,
+    /// Submissions that may wait for the writer; beyond that producers wait.
+    pub queue_depth: usize,
+    /// How long a producer waits for room before getting `RETRY_LATER`.
+    pub enqueue_timeout_ms: u64,
+    /// Records per chunk of a `POST /ingest` body (bounds memory per request).
+    pub chunk_records: usize,
+    /// Longest accepted line of a `POST /ingest` body.
+    pub max_line_bytes: usize,
+    /// Rejected records listed in a response; the count is always exact.
+    pub max_rejects_listed: usize,
+    /// Largest `ingestSamples` batch.
+    pub max_graphql_batch: usize,
+    /// Physical bounds per chemistry (`LFP`, `NMC`, `NCA`, `LTO`, `LEAD_ACID`,
+    /// `OTHER`); missing ones use the built-in values.
+    pub chemistry: std::collections::BTreeMap<String, ChemistryLimits>,
+}
+
+/// Physical bounds of one chemistry, per cell; a pack's cell count is its
+/// nominal voltage divided by `nominal_cell_v`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ChemistryLimits {
+    pub nominal_cell_v: f64,
+    /// Below this a sample counts as an under-voltage event.
+    pub min_cell_v: f64,
+    /// Above this (plus 10 %) a reading is physically implausible and rejected.
+    pub max_cell_v: f64,
+    /// Above this a sample counts as an over-temperature event.
+    pub max_temp_c: f64,
+    /// Largest plausible current, in multiples of the nominal capacity (C-rate).
+    pub max_c_rate: f64,
+}
+
+impl ChemistryLimits {
+    /// Built-in bounds from typical datasheets.
+    pub fn builtin(chemistry: &str) -> Self {
+        let (nominal, min, max, temp, c) = match chemistry {
+            "LFP" => (3.2, 2.5, 3.65, 55.0, 5.0),
+            "NMC" | "NCA" => (3.7, 3.0, 4.25, 55.0, 5.0),
+            "LTO" => (2.3, 1.5, 2.8, 60.0, 10.0),
+            "LEAD_ACID" => (2.0, 1.75, 2.45, 50.0, 2.0),
+            _ => (3.2, 2.0, 4.4, 60.0, 10.0),
+        };
+        Self {
+            nominal_cell_v: nominal,
+            min_cell_v: min,
+            max_cell_v: max,
+            max_temp_c: temp,
+            max_c_rate: c,
+        }
+    }
+}
+
+impl IngestConfig {
+    pub fn limits_for(&self, chemistry: &str) -> ChemistryLimits {
+        self.chemistry
+            .get(chemistry)
+            .copied()
+            .unwrap_or_else(|| ChemistryLimits::builtin(chemistry))
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_future_secs: 300,
+            batch_rows: 20_000,
+            queue_depth: 16,
+            enqueue_timeout_ms: 10_000,
+            chunk_records: 5_000,
+            max_line_bytes: 64 * 1024,
+            max_rejects_listed: 1_000,
+            max_graphql_batch: 10_000,
+            chemistry: Default::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -86,6 +173,7 @@ impl Default for Config {
             db_max_connections: 16,
             log: LogConfig::default(),
             limits: Limits::default(),
+            ingest: IngestConfig::default(),
             demo: DemoConfig::default(),
         }
     }

@@ -16,6 +16,8 @@ pub enum ErrorCode {
     GraphqlParseFailed,
     GraphqlValidationFailed,
     Unavailable,
+    RetryLater,
+    UnsupportedMediaType,
     Internal,
 }
 
@@ -31,6 +33,8 @@ impl ErrorCode {
             Self::GraphqlParseFailed => "GRAPHQL_PARSE_FAILED",
             Self::GraphqlValidationFailed => "GRAPHQL_VALIDATION_FAILED",
             Self::Unavailable => "UNAVAILABLE",
+            Self::RetryLater => "RETRY_LATER",
+            Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             Self::Internal => "INTERNAL",
         }
     }
@@ -48,6 +52,10 @@ pub enum ApiError {
     InvalidId(String),
     #[error("{0}")]
     Conflict(String),
+    /// Storage is behind or unavailable; nothing of the request was lost
+    /// beyond what the response says was accepted.
+    #[error("{0}")]
+    RetryLater(String),
     #[error("database error")]
     Db(#[from] sea_orm::DbErr),
 }
@@ -68,6 +76,7 @@ impl ApiError {
             Self::Validation { .. } => ErrorCode::ValidationFailed,
             Self::InvalidId(_) => ErrorCode::InvalidId,
             Self::Conflict(_) => ErrorCode::Conflict,
+            Self::RetryLater(_) => ErrorCode::RetryLater,
             Self::Db(_) => ErrorCode::Internal,
         }
     }

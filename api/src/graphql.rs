@@ -16,13 +16,13 @@ use async_graphql::{
 use crate::config::Limits;
 use crate::error::ErrorCode;
 use crate::hierarchy::graphql::{HierarchyMutation, HierarchyQuery};
-use crate::telemetry::graphql::TelemetryQuery;
+use crate::telemetry::graphql::{TelemetryMutation, TelemetryQuery};
 
 #[derive(MergedObject, Default)]
 pub struct Query(HierarchyQuery, TelemetryQuery);
 
 #[derive(MergedObject, Default)]
-pub struct Mutation(HierarchyMutation);
+pub struct Mutation(HierarchyMutation, TelemetryMutation);
 
 pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;
 

@@ -1,5 +1,5 @@
 //! HTTP surface (poem): `POST /graphql` (bounded body, per-request caller
-//! and loaders), GraphiQL on `GET /graphql`, `GET /health` (liveness),
+//! and loaders), `POST /ingest` (bulk telemetry, streamed), GraphiQL on `GET /graphql`, `GET /health` (liveness),
 //! `GET /ready` (database reachable), `GET /metrics` (Prometheus text).
 
 use std::time::Instant;
@@ -20,6 +20,7 @@ use crate::error::ErrorCode;
 pub fn routes(app: App) -> impl Endpoint {
     Route::new()
         .at("/graphql", get(graphiql).post(graphql))
+        .at("/ingest", poem::post(crate::ingest::http_push::ingest))
         .at("/health", get(health))
         .at("/ready", get(ready))
         .at("/metrics", get(metrics))
@@ -154,7 +155,7 @@ impl<E: Endpoint> Endpoint for ObserveEndpoint<E> {
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
         let route = match path.as_str() {
-            "/graphql" | "/health" | "/ready" | "/metrics" => path.clone(),
+            "/graphql" | "/ingest" | "/health" | "/ready" | "/metrics" => path.clone(),
             _ => "other".to_owned(),
         };
         let resp = match self.inner.call(req).await {

@@ -1,9 +1,11 @@
 //! TrackingBMS server library. `App::build` wires the parts in the order
 //! data flows through them:
 //!
-//! config → database (+ migrations) → services (hierarchy, telemetry) →
-//! GraphQL schema → HTTP routes; `demo` feeds a simulated fleet through the
-//! same services.
+//! config → database (+ migrations) → services (hierarchy; telemetry's
+//! ingestor and its single writer) → GraphQL schema → HTTP routes.
+//! Samples from every source (`ingestSamples`, `POST /ingest`, the demo
+//! simulator) take the same path: `ingest` → `telemetry::pipeline` (resolve,
+//! check) → `telemetry::writer` (batch, commit, acknowledge).
 //!
 //! Each module owns one capability; see its doc comment.
 
@@ -19,6 +21,7 @@ pub mod graphql;
 pub mod hierarchy;
 pub mod http;
 pub mod ids;
+pub mod ingest;
 pub mod loader;
 pub mod metrics;
 pub mod pagination;
@@ -40,6 +43,7 @@ use crate::graphql::AppSchema;
 use crate::hierarchy::HierarchyService;
 use crate::hierarchy::graphql::MaxPageSize;
 use crate::metrics::Metrics;
+use crate::telemetry::Ingestor;
 use crate::telemetry::graphql::MaxSamplePage;
 
 /// One running instance: its configuration, database pool, services and schema.
@@ -49,6 +53,7 @@ pub struct App {
     pub db: DatabaseConnection,
     pub metrics: Metrics,
     pub hierarchy: HierarchyService,
+    pub ingestor: Ingestor,
     pub schema: AppSchema,
     /// Id of the tenant a fresh deployment starts with (slug `default`).
     pub default_tenant: i64,
@@ -72,8 +77,10 @@ impl App {
             .context("the default tenant is missing; run `trackingbms migrate`")?
             .id;
         let hierarchy = HierarchyService::new(db.clone());
+        let ingestor = Ingestor::new(db.clone(), config.ingest.clone());
         let schema = graphql::builder(&config.limits)
             .data(hierarchy.clone())
+            .data(ingestor.clone())
             .data(MaxPageSize(config.limits.max_page_size))
             .data(MaxSamplePage(config.limits.max_sample_page_size))
             .finish();
@@ -82,6 +89,7 @@ impl App {
             db,
             metrics,
             hierarchy,
+            ingestor,
             schema,
             default_tenant,
         })

@@ -18,7 +18,8 @@ use tokio::task::JoinHandle;
 
 use super::fleet::{self, FleetSpec};
 use crate::App;
-use crate::telemetry::store;
+use crate::telemetry::Ingestor;
+use crate::telemetry::input::SampleInput;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Mode {
@@ -234,6 +235,22 @@ impl FleetSim {
     }
 }
 
+/// Sends simulated samples through the ingestion pipeline, like any producer.
+async fn feed(ingestor: &Ingestor, who: &crate::auth::Principal, rows: Vec<battery_sample::Model>) {
+    let records = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (i as u64, Ok(SampleInput::from(r))))
+        .collect();
+    match ingestor.ingest(who, records).await {
+        Ok(report) if report.rejected_count > 0 => {
+            tracing::warn!(rejected = report.rejected_count, first = ?report.rejected.first(), "demo samples rejected");
+        }
+        Ok(_) => {}
+        Err(err) => tracing::warn!(%err, "demo samples not stored"),
+    }
+}
+
 /// The running demo feed; [`DemoTask::stop`] ends it.
 pub struct DemoTask {
     stop: watch::Sender<bool>,
@@ -279,7 +296,7 @@ pub async fn start(app: &App) -> anyhow::Result<DemoTask> {
     } else {
         0
     };
-    let db = app.db.clone();
+    let ingestor = app.ingestor.clone();
     let (stop, mut stopped) = watch::channel(false);
     let handle = tokio::spawn(async move {
         let now = crate::clock::now();
@@ -290,18 +307,13 @@ pub async fn start(app: &App) -> anyhow::Result<DemoTask> {
             let at = now - chrono::Duration::seconds(k * step as i64);
             batch.extend(sim.step(at.with_nanosecond(0).unwrap_or(at), step));
             if batch.len() >= 5000 {
-                if let Err(err) = store::write_samples(&db, &batch).await {
-                    tracing::warn!(%err, "demo backfill write failed");
-                }
-                batch.clear();
+                feed(&ingestor, &who, std::mem::take(&mut batch)).await;
             }
             if *stopped.borrow() {
                 return;
             }
         }
-        if let Err(err) = store::write_samples(&db, &batch).await {
-            tracing::warn!(%err, "demo backfill write failed");
-        }
+        feed(&ingestor, &who, batch).await;
         tracing::info!(
             hours = backfill_hours,
             "demo history ready; streaming live samples"
@@ -313,10 +325,7 @@ pub async fn start(app: &App) -> anyhow::Result<DemoTask> {
                 _ = stopped.changed() => return,
             }
             let at = crate::clock::now();
-            let samples = sim.step(at, interval.as_secs_f64());
-            if let Err(err) = store::write_samples(&db, &samples).await {
-                tracing::warn!(%err, "demo sample write failed");
-            }
+            feed(&ingestor, &who, sim.step(at, interval.as_secs_f64())).await;
         }
     });
     Ok(DemoTask { stop, handle })

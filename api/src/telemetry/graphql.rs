@@ -10,6 +10,8 @@ use async_graphql::{Context, ErrorExtensions, ID, Object, Result, ResultExt, Sim
 use chrono::{DateTime, Duration, Utc};
 use entities::{battery, battery_sample};
 
+use super::Ingestor;
+use super::input::{IngestReport, SampleInput};
 use super::store;
 use crate::error::ApiError;
 use crate::hierarchy::service::find_scoped;
@@ -92,6 +94,41 @@ impl crate::pagination::CountTotal for RangeCount {
         store::count_in_range(&loader.db, self.battery_id, self.from, self.to)
             .await
             .extend()
+    }
+}
+
+#[derive(Default)]
+pub struct TelemetryMutation;
+
+#[Object]
+impl TelemetryMutation {
+    /// Stores a small batch of samples (bulk loads go to `POST /ingest`).
+    /// Valid samples are committed before the answer, even when others are
+    /// rejected; resending a sample is harmless.
+    async fn ingest_samples(
+        &self,
+        ctx: &Context<'_>,
+        samples: Vec<SampleInput>,
+    ) -> Result<IngestReport> {
+        let ingestor = ctx.data::<Ingestor>()?;
+        let max = ingestor.config().max_graphql_batch;
+        if samples.len() > max {
+            return Err(ApiError::validation(
+                "samples",
+                format!(
+                    "{} samples in one call; the maximum is {max} (use POST /ingest for bulk)",
+                    samples.len()
+                ),
+            )
+            .extend());
+        }
+        let who = ctx.data::<crate::auth::Principal>()?;
+        let records = samples
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| (i as u64, Ok(s)))
+            .collect();
+        ingestor.ingest(who, records).await.extend()
     }
 }
 

@@ -1,5 +1,14 @@
-//! Battery telemetry: the durable sample store ([`store`]) and its GraphQL
-//! surface ([`graphql`]: `batteryMetrics`, `Battery.latestSample`).
+//! Battery telemetry: what producers send ([`input`]), how a sample is
+//! checked ([`checks`]), the shared ingestion path ([`pipeline`]) and its
+//! single batching [`writer`], the sample store ([`store`]) and the GraphQL
+//! surface ([`graphql`]: `ingestSamples`, `batteryMetrics`,
+//! `Battery.latestSample`).
 
+pub mod checks;
 pub mod graphql;
+pub mod input;
+pub mod pipeline;
 pub mod store;
+pub mod writer;
+
+pub use pipeline::Ingestor;

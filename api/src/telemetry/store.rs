@@ -3,14 +3,14 @@
 //! battery's `last_sample_at`/`soh_pct` pointing at its newest sample even
 //! when samples arrive out of order.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use entities::{battery, battery_sample};
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait, IntoActiveModel,
-    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait, TryInsertResult,
 };
 
 use crate::error::ApiResult;
@@ -18,37 +18,43 @@ use crate::error::ApiResult;
 /// Rows per INSERT: 13 columns × 1000 stays under SQLite's 32,766 bound parameters.
 const ROWS_PER_STATEMENT: usize = 1000;
 
-/// Stores samples of existing batteries in one transaction; returns how many
-/// were new (duplicates of stored samples are skipped).
+/// Keys of stored samples.
+pub type SampleKey = (i64, DateTime<Utc>);
+
+/// Stores samples of existing batteries in one transaction and returns the
+/// keys of those that were new: a sample whose (battery, timestamp) is
+/// already stored, or repeated in `samples`, is skipped (idempotent).
 pub async fn write_samples(
     db: &DatabaseConnection,
     samples: &[battery_sample::Model],
-) -> ApiResult<u64> {
+) -> ApiResult<HashSet<SampleKey>> {
+    let mut inserted = HashSet::with_capacity(samples.len());
     if samples.is_empty() {
-        return Ok(0);
+        return Ok(inserted);
     }
     let txn = db.begin().await?;
-    let mut inserted = 0;
     for chunk in samples.chunks(ROWS_PER_STATEMENT) {
-        inserted += battery_sample::Entity::insert_many(
+        let result = battery_sample::Entity::insert_many(
             chunk
                 .iter()
                 .cloned()
                 .map(IntoActiveModel::into_active_model),
         )
-        .on_conflict(
-            OnConflict::columns([
-                battery_sample::Column::BatteryId,
-                battery_sample::Column::Ts,
-            ])
-            .do_nothing()
-            .to_owned(),
-        )
-        .exec_without_returning(&txn)
+        .on_conflict_do_nothing_on([
+            battery_sample::Column::BatteryId,
+            battery_sample::Column::Ts,
+        ])
+        .exec_with_returning_keys(&txn)
         .await?;
+        if let TryInsertResult::Inserted(keys) = result {
+            inserted.extend(keys);
+        }
     }
     let mut newest: HashMap<i64, &battery_sample::Model> = HashMap::new();
-    for s in samples {
+    for s in samples
+        .iter()
+        .filter(|s| inserted.contains(&(s.battery_id, s.ts)))
+    {
         let entry = newest.entry(s.battery_id).or_insert(s);
         if s.ts > entry.ts {
             *entry = s;

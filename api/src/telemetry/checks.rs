@@ -1,0 +1,236 @@
+//! Validation of one sample against its battery: finite numbers, physical
+//! ranges of the battery's chemistry, a plausible timestamp, consistent
+//! temperatures. Returns the row to store or the reason it is refused.
+
+use chrono::{DateTime, Duration, Utc};
+use entities::{battery, battery_sample};
+
+use super::input::{RejectedSample, SampleInput};
+use crate::config::ChemistryLimits;
+
+/// Reasons, as the codes a producer sees.
+pub const MALFORMED: &str = "MALFORMED";
+pub const UNKNOWN_BATTERY: &str = "UNKNOWN_BATTERY";
+pub const NOT_FINITE: &str = "NOT_FINITE";
+pub const OUT_OF_RANGE: &str = "OUT_OF_RANGE";
+pub const FUTURE_TIMESTAMP: &str = "FUTURE_TIMESTAMP";
+pub const INCONSISTENT: &str = "INCONSISTENT";
+pub const EMPTY_SAMPLE: &str = "EMPTY_SAMPLE";
+
+/// Oldest timestamp accepted.
+fn earliest() -> DateTime<Utc> {
+    DateTime::from_timestamp(946_684_800, 0).unwrap_or_default() // 2000-01-01
+}
+
+/// Checks `s` (at position `index`) for `b`.
+pub fn check(
+    index: u64,
+    s: &SampleInput,
+    b: &battery::Model,
+    limits: &ChemistryLimits,
+    now: DateTime<Utc>,
+    max_future: Duration,
+) -> Result<battery_sample::Model, RejectedSample> {
+    let reject = |code: &str, msg: String| RejectedSample::new(index, code, msg);
+    if s.ts > now + max_future {
+        return Err(reject(
+            FUTURE_TIMESTAMP,
+            format!("ts {} is in the future", s.ts.to_rfc3339()),
+        ));
+    }
+    if s.ts < earliest() {
+        return Err(reject(
+            OUT_OF_RANGE,
+            format!("ts {} is before 2000", s.ts.to_rfc3339()),
+        ));
+    }
+    let cells = (b.nominal_voltage_v / limits.nominal_cell_v)
+        .round()
+        .max(1.0);
+    let max_current = limits.max_c_rate * b.nominal_capacity_ah;
+    let max_voltage = cells * limits.max_cell_v * 1.1;
+    let bounds: [(&str, Option<f64>, f64, f64); 10] = [
+        ("voltageV", s.voltage_v, 0.0, max_voltage),
+        ("currentA", s.current_a, -max_current, max_current),
+        (
+            "powerW",
+            s.power_w,
+            -max_current * max_voltage,
+            max_current * max_voltage,
+        ),
+        ("socPct", s.soc_pct, 0.0, 100.0),
+        ("sohPct", s.soh_pct, 0.0, 120.0),
+        ("tempMinC", s.temp_min_c, -60.0, 150.0),
+        ("tempMaxC", s.temp_max_c, -60.0, 150.0),
+        ("tempAvgC", s.temp_avg_c, -60.0, 150.0),
+        ("energyKwh", s.energy_kwh, 0.0, 1e12),
+        ("efficiencyPct", s.efficiency_pct, 0.0, 100.0),
+    ];
+    let mut any = s.cycle_count.is_some();
+    for (field, value, lo, hi) in bounds {
+        let Some(v) = value else { continue };
+        any = true;
+        if !v.is_finite() {
+            return Err(reject(NOT_FINITE, format!("{field} is {v}")));
+        }
+        if v < lo || v > hi {
+            return Err(reject(
+                OUT_OF_RANGE,
+                format!("{field} = {v} is outside [{lo:.1}, {hi:.1}] for this battery"),
+            ));
+        }
+    }
+    if !any {
+        return Err(reject(
+            EMPTY_SAMPLE,
+            "the sample carries no measurement".into(),
+        ));
+    }
+    if let Some(c) = s.cycle_count
+        && c < 0
+    {
+        return Err(reject(
+            OUT_OF_RANGE,
+            format!("cycleCount = {c} is negative"),
+        ));
+    }
+    if let (Some(lo), Some(hi)) = (s.temp_min_c, s.temp_max_c)
+        && lo > hi
+    {
+        return Err(reject(
+            INCONSISTENT,
+            format!("tempMinC {lo} is above tempMaxC {hi}"),
+        ));
+    }
+    Ok(battery_sample::Model {
+        battery_id: b.id,
+        ts: crate::clock::truncate(s.ts),
+        voltage_v: s.voltage_v,
+        current_a: s.current_a,
+        power_w: s.power_w,
+        soc_pct: s.soc_pct,
+        soh_pct: s.soh_pct,
+        temp_min_c: s.temp_min_c,
+        temp_max_c: s.temp_max_c,
+        temp_avg_c: s.temp_avg_c,
+        energy_kwh: s.energy_kwh,
+        efficiency_pct: s.efficiency_pct,
+        cycle_count: s.cycle_count,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use entities::enums::{BatteryStatus, Chemistry};
+
+    fn battery() -> battery::Model {
+        let now = Utc::now();
+        battery::Model {
+            id: 1,
+            tenant_id: 1,
+            client_id: 1,
+            site_id: 1,
+            zone_id: 1,
+            bms_id: 1,
+            serial: "B".into(),
+            chemistry: Chemistry::Lfp,
+            nominal_capacity_ah: 100.0,
+            nominal_energy_kwh: None,
+            nominal_voltage_v: 51.2,
+            install_date: now.date_naive(),
+            status: BatteryStatus::Active,
+            soh_pct: None,
+            last_sample_at: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    fn sample() -> SampleInput {
+        serde_json::from_str(r#"{"battery":"B","ts":"2026-01-01T00:00:00Z","voltageV":52.0,"currentA":-20,"socPct":50,"tempMinC":20,"tempMaxC":25}"#)
+            .unwrap()
+    }
+
+    fn code(s: SampleInput) -> String {
+        let limits = ChemistryLimits::builtin("LFP");
+        match check(3, &s, &battery(), &limits, Utc::now(), Duration::minutes(5)) {
+            Ok(_) => "OK".into(),
+            Err(r) => {
+                assert_eq!(r.index, 3);
+                r.code
+            }
+        }
+    }
+
+    #[test]
+    fn physical_bounds_follow_the_chemistry() {
+        assert_eq!(code(sample()), "OK");
+        // 16 LFP cells at most 3.65 V (+10 %): 64 V is plausible, 70 V is not.
+        assert_eq!(
+            code(SampleInput {
+                voltage_v: Some(64.0),
+                ..sample()
+            }),
+            "OK"
+        );
+        assert_eq!(
+            code(SampleInput {
+                voltage_v: Some(70.0),
+                ..sample()
+            }),
+            OUT_OF_RANGE
+        );
+        assert_eq!(
+            code(SampleInput {
+                current_a: Some(-501.0),
+                ..sample()
+            }),
+            OUT_OF_RANGE
+        );
+        assert_eq!(
+            code(SampleInput {
+                soc_pct: Some(f64::NAN),
+                ..sample()
+            }),
+            NOT_FINITE
+        );
+        assert_eq!(
+            code(SampleInput {
+                soc_pct: Some(100.5),
+                ..sample()
+            }),
+            OUT_OF_RANGE
+        );
+        assert_eq!(
+            code(SampleInput {
+                temp_min_c: Some(30.0),
+                ..sample()
+            }),
+            INCONSISTENT
+        );
+        assert_eq!(
+            code(SampleInput {
+                cycle_count: Some(-1),
+                ..sample()
+            }),
+            OUT_OF_RANGE
+        );
+        assert_eq!(
+            code(SampleInput {
+                ts: Utc::now() + Duration::hours(1),
+                ..sample()
+            }),
+            FUTURE_TIMESTAMP
+        );
+        let empty = SampleInput {
+            voltage_v: None,
+            current_a: None,
+            soc_pct: None,
+            temp_min_c: None,
+            temp_max_c: None,
+            ..sample()
+        };
+        assert_eq!(code(empty), EMPTY_SAMPLE);
+    }
+}

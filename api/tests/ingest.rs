@@ -1,0 +1,229 @@
+//! Telemetry ingestion as producers use it: `ingestSamples` and `POST /ingest`
+//! (NDJSON, CSV, gzip), on SQLite and on PostgreSQL. Valid samples are kept
+//! when others are refused; duplicates are harmless; order does not matter.
+
+mod common;
+
+use std::io::Write;
+
+use common::{TestApp, create_chain};
+use poem::http::StatusCode;
+use serde_json::{Value, json};
+
+on_both_backends!(
+    graphql_batches_keep_valid_samples,
+    ndjson_and_csv_bodies,
+    large_gzip_body_streams
+);
+
+async fn stored_count(t: &TestApp, battery: &str) -> u64 {
+    t.data(
+        "query($id: ID!) { batteryMetrics(batteryId: $id, from: \"2020-01-01T00:00:00Z\", first: 0) { totalCount } }",
+        json!({ "id": battery }),
+    )
+    .await["batteryMetrics"]["totalCount"]
+        .as_u64()
+        .unwrap()
+}
+
+async fn post(
+    t: &TestApp,
+    content_type: &str,
+    encoding: Option<&str>,
+    body: Vec<u8>,
+) -> (StatusCode, Value) {
+    let mut req = t
+        .client
+        .post("/ingest")
+        .content_type(content_type)
+        .body(body);
+    if let Some(enc) = encoding {
+        req = req.header("content-encoding", enc);
+    }
+    let resp = req.send().await;
+    let status = resp.0.status();
+    let text = resp.0.into_body().into_string().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+const INGEST: &str = "mutation($s: [SampleInput!]!) { ingestSamples(samples: $s) {
+    accepted stored duplicates rejectedCount rejected { index code message } } }";
+
+async fn graphql_batches_keep_valid_samples(t: TestApp) {
+    let ids = create_chain(&t, "A").await;
+    let future = (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339();
+    let samples = json!([
+        { "battery": ids[4], "ts": "2026-01-01T00:02:00Z", "voltageV": 52.1, "socPct": 60.0, "sohPct": 97.0 },
+        { "battery": "SN-A", "ts": "2026-01-01T00:00:00Z", "voltageV": 52.0, "socPct": 61.0 },
+        { "battery": "NO-SUCH", "ts": "2026-01-01T00:00:00Z", "voltageV": 52.0 },
+        { "battery": ids[4], "ts": "2026-01-01T00:01:00Z", "voltageV": 99.0 },
+        { "battery": ids[4], "ts": future, "voltageV": 52.0 },
+        { "battery": ids[4], "ts": "2026-01-01T00:01:00Z", "socPct": 50.0, "tempMinC": 30, "tempMaxC": 20 },
+        { "battery": ids[4], "ts": "2026-01-01T00:03:00Z" },
+        { "battery": ids[3], "ts": "2026-01-01T00:04:00Z", "socPct": 50.0 },
+        { "battery": ids[4], "ts": "2026-01-01T00:02:00Z", "voltageV": 52.1, "socPct": 60.0 },
+    ]);
+    let r = t.data(INGEST, json!({ "s": samples })).await["ingestSamples"].clone();
+    let codes: Vec<(u64, String)> = r["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["index"].as_u64().unwrap(),
+                x["code"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            (2, "UNKNOWN_BATTERY".into()),
+            (3, "OUT_OF_RANGE".into()),
+            (4, "FUTURE_TIMESTAMP".into()),
+            (5, "INCONSISTENT".into()),
+            (6, "EMPTY_SAMPLE".into()),
+            (7, "UNKNOWN_BATTERY".into()),
+        ],
+        "{r}"
+    );
+    // Samples 0 and 1 are new; 8 repeats 0 in the same batch.
+    assert_eq!(r["accepted"], 3);
+    assert_eq!(r["stored"], 2);
+    assert_eq!(r["duplicates"], 1);
+    assert_eq!(r["rejectedCount"], 6);
+    assert_eq!(stored_count(&t, &ids[4]).await, 2);
+
+    // Out of order: the newest sample stays the battery's latest.
+    let latest = t
+        .data("query($id: ID!) { node(id: $id) { ... on Battery { sohPct latestSample { ts socPct } } } }", json!({ "id": ids[4] }))
+        .await;
+    assert_eq!(latest["node"]["latestSample"]["socPct"], 60.0);
+    assert_eq!(latest["node"]["sohPct"], 97.0);
+
+    // Resending is idempotent.
+    let again = t
+        .data(
+            INGEST,
+            json!({ "s": [{ "battery": "SN-A", "ts": "2026-01-01T00:00:00Z", "voltageV": 52.0 }] }),
+        )
+        .await;
+    assert_eq!(again["ingestSamples"]["stored"], 0);
+    assert_eq!(again["ingestSamples"]["duplicates"], 1);
+    assert_eq!(stored_count(&t, &ids[4]).await, 2);
+}
+
+async fn ndjson_and_csv_bodies(t: TestApp) {
+    let ids = create_chain(&t, "A").await;
+    let ndjson = format!(
+        "{}\n\n{}\nnot json\n{}\n{}\n",
+        json!({ "battery": "SN-A", "ts": "2026-01-01T00:00:10Z", "voltageV": 51.2, "currentA": -12.5, "socPct": 76.0, "sohPct": 93.1, "tempAvgC": 24.5, "cycleCount": 412 }),
+        json!({ "battery": ids[4], "ts": "2026-01-01T00:00:05Z", "voltageV": 51.3 }),
+        json!({ "battery": "SN-A", "ts": "2026-01-01T00:00:20Z", "socPCT": 50 }),
+        json!({ "battery": "SN-A", "ts": "2026-01-01T00:00:10Z", "voltageV": 51.2 }),
+    );
+    let (status, body) = post(&t, "application/x-ndjson", None, ndjson.into_bytes()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["records"], 5, "blank lines are not records: {body}");
+    assert_eq!(body["accepted"], 3);
+    assert_eq!(body["stored"], 2);
+    assert_eq!(body["duplicates"], 1);
+    assert_eq!(body["rejected"][0]["index"], 2);
+    assert_eq!(body["rejected"][0]["code"], "MALFORMED");
+    assert_eq!(body["rejected"][1]["index"], 3);
+    assert!(
+        body["rejected"][1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("socPCT"),
+        "unknown fields are named: {body}"
+    );
+
+    let csv = "battery,ts,voltageV,currentA,socPct,tempAvgC\r\n\
+               SN-A,2026-01-01T00:01:00Z,51.0,-10,70,\r\n\
+               SN-A,2026-01-01T00:02:00Z,51.1,,NaN,22\r\n\
+               SN-A,2026-01-01T00:03:00Z,51.2\r\n\
+               SN-A,2026-01-01T00:04:00Z,abc,1,2,3\r\n\
+               SN-A,2026-01-01T00:05:00Z,51.4,-10,68,22.5\r\n";
+    let (status, body) = post(&t, "text/csv", None, csv.as_bytes().to_vec()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["records"], 5);
+    assert_eq!(body["stored"], 2, "{body}");
+    let codes: Vec<&str> = body["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        codes,
+        vec!["NOT_FINITE", "MALFORMED", "MALFORMED"],
+        "{body}"
+    );
+    assert_eq!(stored_count(&t, &ids[4]).await, 4);
+
+    let (status, body) = post(
+        &t,
+        "text/csv",
+        None,
+        b"battery,ts,voltage\nSN-A,2026-01-01T00:00:00Z,1\n".to_vec(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("voltage"),
+        "{body}"
+    );
+    let (status, body) = post(&t, "application/xml", None, b"<x/>".to_vec()).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "UNSUPPORTED_MEDIA_TYPE"
+    );
+    let (status, _) = post(&t, "application/x-ndjson", Some("br"), b"{}".to_vec()).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // A corrupt gzip body is refused with a clear error, nothing is half-stored silently.
+    let (status, body) = post(
+        &t,
+        "application/x-ndjson",
+        Some("gzip"),
+        b"definitely not gzip".to_vec(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["report"]["accepted"], 0);
+}
+
+async fn large_gzip_body_streams(t: TestApp) {
+    let ids = create_chain(&t, "A").await;
+    let start = chrono::DateTime::parse_from_rfc3339("2026-02-01T00:00:00Z")
+        .unwrap()
+        .to_utc();
+    let n = 12_345;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    for i in 0..n {
+        let ts = (start + chrono::Duration::seconds(i)).to_rfc3339();
+        let line = if i == 7_777 {
+            json!({ "battery": "SN-A", "ts": ts, "socPct": 101.0 })
+        } else {
+            json!({ "battery": "SN-A", "ts": ts, "voltageV": 51.0, "socPct": (i % 100) as f64 })
+        };
+        writeln!(gz, "{line}").unwrap();
+    }
+    let body = gz.finish().unwrap();
+    let (status, report) = post(&t, "application/x-ndjson", Some("gzip"), body).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["records"], n);
+    assert_eq!(report["accepted"], n - 1);
+    assert_eq!(
+        report["rejected"][0]["index"], 7_777,
+        "indices count across chunks"
+    );
+    assert_eq!(stored_count(&t, &ids[4]).await, (n - 1) as u64);
+}
