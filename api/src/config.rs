@@ -30,7 +30,27 @@ pub struct Config {
     pub log: LogConfig,
     pub limits: Limits,
     pub ingest: IngestConfig,
+    pub retention: RetentionConfig,
     pub demo: DemoConfig,
+}
+
+/// How long raw samples are kept (roll-ups are kept for good).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Raw samples older than this many days are deleted.
+    pub raw_days: u32,
+    /// Seconds between two retention runs (at least 60).
+    pub interval_secs: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            raw_days: 90,
+            interval_secs: 3600,
+        }
+    }
 }
 
 /// Telemetry ingestion: validation bounds, batching and backpressure.
@@ -174,6 +194,7 @@ impl Default for Config {
             log: LogConfig::default(),
             limits: Limits::default(),
             ingest: IngestConfig::default(),
+            retention: RetentionConfig::default(),
             demo: DemoConfig::default(),
         }
     }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use trackingbms_api::config::{Config, LogFormat};
-use trackingbms_api::{App, db, demo, graphql};
+use trackingbms_api::{App, db, demo, graphql, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -120,7 +120,10 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 None
             };
+            let retention =
+                telemetry::retention::spawn(app.db.clone(), app.config.retention.clone());
             app.serve(shutdown_signal()).await?;
+            retention.abort();
             if let Some(task) = demo_task {
                 task.stop().await;
             }

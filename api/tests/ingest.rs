@@ -18,7 +18,7 @@ on_both_backends!(
 
 async fn stored_count(t: &TestApp, battery: &str) -> u64 {
     t.data(
-        "query($id: ID!) { batteryMetrics(batteryId: $id, from: \"2020-01-01T00:00:00Z\", first: 0) { totalCount } }",
+        "query($id: ID!) { batteryMetrics(batteryId: $id, from: \"2020-01-01T00:00:00Z\", resolution: RAW, first: 0) { totalCount } }",
         json!({ "id": battery }),
     )
     .await["batteryMetrics"]["totalCount"]

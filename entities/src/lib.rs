@@ -9,6 +9,7 @@
 
 pub mod audit_log;
 pub mod battery;
+pub mod battery_rollup;
 pub mod battery_sample;
 pub mod bms;
 pub mod client;

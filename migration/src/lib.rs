@@ -5,12 +5,16 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261121_000001_hierarchy;
+pub mod m20261121_000002_rollups;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261121_000001_hierarchy::Migration)]
+        vec![
+            Box::new(m20261121_000001_hierarchy::Migration),
+            Box::new(m20261121_000002_rollups::Migration),
+        ]
     }
 }

@@ -22,6 +22,27 @@ fn earliest() -> DateTime<Utc> {
     DateTime::from_timestamp(946_684_800, 0).unwrap_or_default() // 2000-01-01
 }
 
+/// A valid sample and the events it counts as in its roll-ups.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checked {
+    pub sample: battery_sample::Model,
+    /// Pack voltage below the chemistry's minimum cell voltage × cells.
+    pub under_voltage: bool,
+    /// Hottest reading above the chemistry's maximum temperature.
+    pub over_temperature: bool,
+}
+
+impl Checked {
+    /// A sample from a trusted source, without event flags.
+    pub fn unflagged(sample: battery_sample::Model) -> Self {
+        Self {
+            sample,
+            under_voltage: false,
+            over_temperature: false,
+        }
+    }
+}
+
 /// Checks `s` (at position `index`) for `b`.
 pub fn check(
     index: u64,
@@ -30,7 +51,7 @@ pub fn check(
     limits: &ChemistryLimits,
     now: DateTime<Utc>,
     max_future: Duration,
-) -> Result<battery_sample::Model, RejectedSample> {
+) -> Result<Checked, RejectedSample> {
     let reject = |code: &str, msg: String| RejectedSample::new(index, code, msg);
     if s.ts > now + max_future {
         return Err(reject(
@@ -102,7 +123,8 @@ pub fn check(
             format!("tempMinC {lo} is above tempMaxC {hi}"),
         ));
     }
-    Ok(battery_sample::Model {
+    let hottest = s.temp_max_c.or(s.temp_avg_c);
+    let sample = battery_sample::Model {
         battery_id: b.id,
         ts: crate::clock::truncate(s.ts),
         voltage_v: s.voltage_v,
@@ -116,6 +138,11 @@ pub fn check(
         energy_kwh: s.energy_kwh,
         efficiency_pct: s.efficiency_pct,
         cycle_count: s.cycle_count,
+    };
+    Ok(Checked {
+        under_voltage: s.voltage_v.is_some_and(|v| v < cells * limits.min_cell_v),
+        over_temperature: hottest.is_some_and(|t| t > limits.max_temp_c),
+        sample,
     })
 }
 

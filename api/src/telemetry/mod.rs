@@ -1,6 +1,7 @@
 //! Battery telemetry: what producers send ([`input`]), how a sample is
 //! checked ([`checks`]), the shared ingestion path ([`pipeline`]) and its
-//! single batching [`writer`], the sample store ([`store`]) and the GraphQL
+//! single batching [`writer`], the sample store ([`store`]) with its
+//! incremental hourly/daily roll-ups ([`rollup`]) and [`retention`], and the GraphQL
 //! surface ([`graphql`]: `ingestSamples`, `batteryMetrics`,
 //! `Battery.latestSample`).
 
@@ -8,6 +9,8 @@ pub mod checks;
 pub mod graphql;
 pub mod input;
 pub mod pipeline;
+pub mod retention;
+pub mod rollup;
 pub mod store;
 pub mod writer;
 

@@ -6,13 +6,15 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use entities::{battery, battery_sample};
+use entities::{battery, battery_rollup, battery_sample};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait, IntoActiveModel,
     QueryFilter, QueryOrder, QuerySelect, TransactionTrait, TryInsertResult,
 };
 
+use super::checks::Checked;
+use super::rollup;
 use crate::error::ApiResult;
 
 /// Rows per INSERT: 13 columns × 1000 stays under SQLite's 32,766 bound parameters.
@@ -21,24 +23,30 @@ const ROWS_PER_STATEMENT: usize = 1000;
 /// Keys of stored samples.
 pub type SampleKey = (i64, DateTime<Utc>);
 
-/// Stores samples of existing batteries in one transaction and returns the
-/// keys of those that were new: a sample whose (battery, timestamp) is
-/// already stored, or repeated in `samples`, is skipped (idempotent).
-pub async fn write_samples(
-    db: &DatabaseConnection,
-    samples: &[battery_sample::Model],
-) -> ApiResult<HashSet<SampleKey>> {
-    let mut inserted = HashSet::with_capacity(samples.len());
-    if samples.is_empty() {
+/// Stores samples of existing batteries in one transaction, adds the new
+/// ones to their hourly and daily roll-ups, and returns their keys: a sample
+/// whose (battery, timestamp) is already stored, or repeated in `rows`, is
+/// skipped (idempotent).
+pub async fn write(db: &DatabaseConnection, rows: &[Checked]) -> ApiResult<HashSet<SampleKey>> {
+    let mut inserted = HashSet::with_capacity(rows.len());
+    if rows.is_empty() {
         return Ok(inserted);
     }
     let txn = db.begin().await?;
-    for chunk in samples.chunks(ROWS_PER_STATEMENT) {
+    let battery_ids: HashSet<i64> = rows.iter().map(|r| r.sample.battery_id).collect();
+    let previous: HashMap<i64, DateTime<Utc>> = battery::Entity::find()
+        .select_only()
+        .columns([battery::Column::Id, battery::Column::LastSampleAt])
+        .filter(battery::Column::Id.is_in(battery_ids))
+        .into_tuple::<(i64, Option<DateTime<Utc>>)>()
+        .all(&txn)
+        .await?
+        .into_iter()
+        .filter_map(|(id, last)| last.map(|l| (id, l)))
+        .collect();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let result = battery_sample::Entity::insert_many(
-            chunk
-                .iter()
-                .cloned()
-                .map(IntoActiveModel::into_active_model),
+            chunk.iter().map(|r| r.sample.clone().into_active_model()),
         )
         .on_conflict_do_nothing_on([
             battery_sample::Column::BatteryId,
@@ -50,11 +58,16 @@ pub async fn write_samples(
             inserted.extend(keys);
         }
     }
-    let mut newest: HashMap<i64, &battery_sample::Model> = HashMap::new();
-    for s in samples
+    // The rows that were stored: the first occurrence of each new key.
+    let mut unclaimed = inserted.clone();
+    let new: Vec<&Checked> = rows
         .iter()
-        .filter(|s| inserted.contains(&(s.battery_id, s.ts)))
-    {
+        .filter(|r| unclaimed.remove(&(r.sample.battery_id, r.sample.ts)))
+        .collect();
+    rollup::upsert(&txn, rollup::aggregate(&new, &previous)).await?;
+
+    let mut newest: HashMap<i64, &battery_sample::Model> = HashMap::new();
+    for s in new.iter().map(|r| &r.sample) {
         let entry = newest.entry(s.battery_id).or_insert(s);
         if s.ts > entry.ts {
             *entry = s;
@@ -81,6 +94,16 @@ pub async fn write_samples(
     }
     txn.commit().await?;
     Ok(inserted)
+}
+
+/// [`write`] for samples from a trusted source (fixtures, tests), without
+/// event flags.
+pub async fn write_samples(
+    db: &DatabaseConnection,
+    samples: &[battery_sample::Model],
+) -> ApiResult<HashSet<SampleKey>> {
+    let rows: Vec<Checked> = samples.iter().cloned().map(Checked::unflagged).collect();
+    write(db, &rows).await
 }
 
 /// Samples of one battery with `from <= ts < to` and `ts > after`, oldest
@@ -134,4 +157,58 @@ pub async fn latest_samples(
         )))
         .all(db)
         .await?)
+}
+
+/// Roll-up buckets of one battery at `resolution` starting in `[from, to)`
+/// and after `after`, oldest first.
+pub async fn rollups_in_range(
+    db: &impl ConnectionTrait,
+    battery_id: i64,
+    resolution: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    after: Option<DateTime<Utc>>,
+    limit: u64,
+) -> ApiResult<Vec<battery_rollup::Model>> {
+    use battery_rollup::Column as C;
+    let mut q = battery_rollup::Entity::find()
+        .filter(C::BatteryId.eq(battery_id))
+        .filter(C::Resolution.eq(resolution))
+        .filter(C::Bucket.gte(from))
+        .filter(C::Bucket.lt(to));
+    if let Some(after) = after {
+        q = q.filter(C::Bucket.gt(after));
+    }
+    Ok(q.order_by_asc(C::Bucket).limit(limit).all(db).await?)
+}
+
+/// Number of roll-up buckets of one battery at `resolution` in `[from, to)`.
+pub async fn count_rollups(
+    db: &impl ConnectionTrait,
+    battery_id: i64,
+    resolution: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> ApiResult<u64> {
+    use battery_rollup::Column as C;
+    use sea_orm::PaginatorTrait;
+    Ok(battery_rollup::Entity::find()
+        .filter(C::BatteryId.eq(battery_id))
+        .filter(C::Resolution.eq(resolution))
+        .filter(C::Bucket.gte(from))
+        .filter(C::Bucket.lt(to))
+        .count(db)
+        .await?)
+}
+
+/// Deletes raw samples older than `cutoff` (roll-ups are kept); returns how many.
+pub async fn purge_samples_before(
+    db: &impl ConnectionTrait,
+    cutoff: DateTime<Utc>,
+) -> ApiResult<u64> {
+    let res = battery_sample::Entity::delete_many()
+        .filter(battery_sample::Column::Ts.lt(cutoff))
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected)
 }

@@ -8,15 +8,15 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use entities::battery_sample;
 use sea_orm::DatabaseConnection;
 use tokio::sync::{mpsc, oneshot};
 
+use super::checks::Checked;
 use super::store::{self, SampleKey};
 use crate::error::{ApiError, ApiResult};
 
 struct Job {
-    rows: Vec<battery_sample::Model>,
+    rows: Vec<Checked>,
     reply: oneshot::Sender<ApiResult<u64>>,
 }
 
@@ -46,7 +46,7 @@ impl Writer {
 
     /// Stores `rows` durably; returns how many were new. Returns only after
     /// the transaction holding them has committed.
-    pub async fn write(&self, rows: Vec<battery_sample::Model>) -> ApiResult<u64> {
+    pub async fn write(&self, rows: Vec<Checked>) -> ApiResult<u64> {
         if rows.is_empty() {
             return Ok(0);
         }
@@ -81,7 +81,7 @@ async fn run(db: DatabaseConnection, mut rx: mpsc::Receiver<Job>, batch_rows: us
             }
         }
         let all: Vec<_> = jobs.iter().flat_map(|j| j.rows.iter().cloned()).collect();
-        match store::write_samples(&db, &all).await {
+        match store::write(&db, &all).await {
             Ok(mut inserted) => {
                 for job in jobs {
                     let stored = count_new(&job.rows, &mut inserted);
@@ -102,8 +102,8 @@ async fn run(db: DatabaseConnection, mut rx: mpsc::Receiver<Job>, batch_rows: us
 
 /// Rows of one job that were new; each new key counts once, for the first
 /// job that carried it.
-fn count_new(rows: &[battery_sample::Model], inserted: &mut HashSet<SampleKey>) -> u64 {
+fn count_new(rows: &[Checked], inserted: &mut HashSet<SampleKey>) -> u64 {
     rows.iter()
-        .filter(|r| inserted.remove(&(r.battery_id, r.ts)))
+        .filter(|r| inserted.remove(&(r.sample.battery_id, r.sample.ts)))
         .count() as u64
 }

@@ -1,0 +1,280 @@
+//! Hourly and daily roll-ups, maintained incrementally: each write adds its
+//! new samples to their buckets in the same transaction (a late sample lands
+//! in, and corrects, its own bucket). Buckets keep counts, sums, sums of
+//! squares, minima and maxima, so averages and standard deviations stay
+//! exact whatever the order of arrival.
+//!
+//! Energy in/out integrates each new sample's power (`powerW`, else V × I)
+//! over the time since the battery's previous sample; gaps longer than
+//! [`MAX_GAP`] are not integrated.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use sea_orm::sea_query::{Alias, Expr, OnConflict, Query, SimpleExpr};
+use sea_orm::{ConnectionTrait, DbBackend};
+
+use super::checks::Checked;
+use crate::error::ApiResult;
+
+/// Longest gap between two samples over which power is integrated.
+pub const MAX_GAP: TimeDelta = TimeDelta::minutes(15);
+
+/// Bucket sizes.
+pub const RESOLUTIONS: [(&str, TimeDelta); 2] =
+    [("HOUR", TimeDelta::hours(1)), ("DAY", TimeDelta::days(1))];
+
+const METRICS: [&str; 5] = ["voltage", "current", "soc", "soh", "temp"];
+const ROWS_PER_STATEMENT: usize = 500;
+
+#[derive(Clone, Copy, Default, Debug, PartialEq)]
+pub struct Stat {
+    pub n: i64,
+    pub sum: f64,
+    pub sumsq: f64,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+}
+
+impl Stat {
+    fn add(&mut self, v: Option<f64>, lo: Option<f64>, hi: Option<f64>) {
+        if let Some(v) = v {
+            self.n += 1;
+            self.sum += v;
+            self.sumsq += v * v;
+        }
+        if let Some(lo) = lo.or(v) {
+            self.min = Some(self.min.map_or(lo, |m| m.min(lo)));
+        }
+        if let Some(hi) = hi.or(v) {
+            self.max = Some(self.max.map_or(hi, |m| m.max(hi)));
+        }
+    }
+}
+
+/// One bucket's worth of new samples.
+#[derive(Clone, Default, Debug, PartialEq)]
+pub struct Bucket {
+    pub samples: i64,
+    pub stats: [Stat; 5],
+    pub energy_in_kwh: f64,
+    pub energy_out_kwh: f64,
+    pub under_voltage: i64,
+    pub over_temperature: i64,
+}
+
+/// (battery, resolution, bucket start)
+pub type BucketKey = (i64, &'static str, DateTime<Utc>);
+
+/// Folds new samples into buckets. `previous` gives each battery's newest
+/// stored sample time before these were written.
+pub fn aggregate(
+    new: &[&Checked],
+    previous: &HashMap<i64, DateTime<Utc>>,
+) -> HashMap<BucketKey, Bucket> {
+    let mut sorted: Vec<&Checked> = new.to_vec();
+    sorted.sort_by_key(|c| (c.sample.battery_id, c.sample.ts));
+    let mut out: HashMap<BucketKey, Bucket> = HashMap::new();
+    let mut last: HashMap<i64, DateTime<Utc>> = HashMap::new();
+    for c in sorted {
+        let s = &c.sample;
+        let prev = last
+            .get(&s.battery_id)
+            .copied()
+            .or_else(|| previous.get(&s.battery_id).copied().filter(|p| *p < s.ts));
+        last.insert(s.battery_id, s.ts);
+        let dt = prev
+            .map(|p| s.ts - p)
+            .filter(|d| *d > TimeDelta::zero() && *d <= MAX_GAP);
+        let power = s
+            .power_w
+            .or(s.voltage_v.zip(s.current_a).map(|(v, i)| v * i));
+        let energy_kwh = match (power, dt) {
+            (Some(p), Some(dt)) => p * dt.as_seconds_f64() / 3.6e6,
+            _ => 0.0,
+        };
+        for (name, size) in RESOLUTIONS {
+            let start = s.ts.duration_trunc(size).unwrap_or(s.ts);
+            let b = out.entry((s.battery_id, name, start)).or_default();
+            b.samples += 1;
+            b.stats[0].add(s.voltage_v, None, None);
+            b.stats[1].add(s.current_a, None, None);
+            b.stats[2].add(s.soc_pct, None, None);
+            b.stats[3].add(s.soh_pct, None, None);
+            b.stats[4].add(s.temp_avg_c, s.temp_min_c, s.temp_max_c);
+            if energy_kwh > 0.0 {
+                b.energy_in_kwh += energy_kwh;
+            } else {
+                b.energy_out_kwh -= energy_kwh;
+            }
+            b.under_voltage += i64::from(c.under_voltage);
+            b.over_temperature += i64::from(c.over_temperature);
+        }
+    }
+    out
+}
+
+fn combine(backend: DbBackend, column: &str, how: &str) -> SimpleExpr {
+    let (old, new) = (
+        format!("battery_rollups.{column}"),
+        format!("excluded.{column}"),
+    );
+    Expr::cust(match (how, backend) {
+        ("sum", _) => format!("{old} + {new}"),
+        ("min", DbBackend::Postgres) => format!("LEAST({old}, {new})"),
+        ("max", DbBackend::Postgres) => format!("GREATEST({old}, {new})"),
+        // SQLite's two-argument MIN/MAX return NULL when either is NULL.
+        ("min", _) => format!("COALESCE(MIN({old}, {new}), {old}, {new})"),
+        (_, _) => format!("COALESCE(MAX({old}, {new}), {old}, {new})"),
+    })
+}
+
+/// Adds the buckets to the stored roll-ups.
+pub async fn upsert(
+    db: &impl ConnectionTrait,
+    buckets: HashMap<BucketKey, Bucket>,
+) -> ApiResult<()> {
+    let backend = db.get_database_backend();
+    let mut columns: Vec<String> = vec![
+        "battery_id".into(),
+        "resolution".into(),
+        "bucket".into(),
+        "sample_count".into(),
+    ];
+    let mut merge: Vec<(String, &str)> = vec![("sample_count".into(), "sum")];
+    for m in METRICS {
+        for (suffix, how) in [
+            ("n", "sum"),
+            ("sum", "sum"),
+            ("sumsq", "sum"),
+            ("min", "min"),
+            ("max", "max"),
+        ] {
+            columns.push(format!("{m}_{suffix}"));
+            merge.push((format!("{m}_{suffix}"), how));
+        }
+    }
+    for c in [
+        "energy_in_kwh",
+        "energy_out_kwh",
+        "under_voltage_count",
+        "over_temp_count",
+    ] {
+        columns.push(c.into());
+        merge.push((c.into(), "sum"));
+    }
+    let rows: Vec<_> = buckets.into_iter().collect();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut insert = Query::insert();
+        insert
+            .into_table(Alias::new("battery_rollups"))
+            .columns(columns.iter().map(|c| Alias::new(c.as_str())));
+        for ((battery, resolution, start), b) in chunk {
+            let mut values: Vec<SimpleExpr> = vec![
+                (*battery).into(),
+                (*resolution).into(),
+                (*start).into(),
+                b.samples.into(),
+            ];
+            for s in &b.stats {
+                values.extend([
+                    s.n.into(),
+                    s.sum.into(),
+                    s.sumsq.into(),
+                    s.min.into(),
+                    s.max.into(),
+                ]);
+            }
+            values.extend([
+                b.energy_in_kwh.into(),
+                b.energy_out_kwh.into(),
+                b.under_voltage.into(),
+                b.over_temperature.into(),
+            ]);
+            insert.values_panic(values);
+        }
+        let mut on_conflict = OnConflict::columns([
+            Alias::new("battery_id"),
+            Alias::new("resolution"),
+            Alias::new("bucket"),
+        ]);
+        for (column, how) in &merge {
+            on_conflict.value(Alias::new(column.as_str()), combine(backend, column, how));
+        }
+        insert.on_conflict(on_conflict);
+        db.execute(&insert).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use entities::battery_sample;
+
+    fn sample(minute: i64, v: f64, i: f64) -> Checked {
+        let ts = DateTime::parse_from_rfc3339("2026-03-01T10:00:00Z")
+            .unwrap()
+            .to_utc()
+            + TimeDelta::minutes(minute);
+        Checked {
+            sample: battery_sample::Model {
+                battery_id: 1,
+                ts,
+                voltage_v: Some(v),
+                current_a: Some(i),
+                power_w: None,
+                soc_pct: Some(50.0),
+                soh_pct: None,
+                temp_min_c: Some(20.0),
+                temp_max_c: Some(30.0),
+                temp_avg_c: Some(25.0),
+                energy_kwh: None,
+                efficiency_pct: None,
+                cycle_count: None,
+            },
+            under_voltage: v < 45.0,
+            over_temperature: false,
+        }
+    }
+
+    #[test]
+    fn buckets_integrate_power_between_samples() {
+        // 50 V × 10 A charging for 6 minutes, then 50 V × -20 A for 6 minutes.
+        let a = sample(0, 50.0, 10.0);
+        let b = sample(6, 50.0, 10.0);
+        let c = sample(12, 50.0, -20.0);
+        let d = sample(70, 40.0, -20.0); // next hour, after a 58-minute gap
+        let buckets = aggregate(&[&c, &a, &d, &b], &HashMap::new());
+        let hour = DateTime::parse_from_rfc3339("2026-03-01T10:00:00Z")
+            .unwrap()
+            .to_utc();
+        let h10 = &buckets[&(1, "HOUR", hour)];
+        assert_eq!(h10.samples, 3);
+        assert!(
+            (h10.energy_in_kwh - 0.05).abs() < 1e-9,
+            "{}",
+            h10.energy_in_kwh
+        );
+        assert!(
+            (h10.energy_out_kwh - 0.1).abs() < 1e-9,
+            "{}",
+            h10.energy_out_kwh
+        );
+        assert_eq!(h10.stats[0].min, Some(50.0));
+        let h11 = &buckets[&(1, "HOUR", hour + TimeDelta::hours(1))];
+        assert_eq!((h11.samples, h11.under_voltage), (1, 1));
+        assert_eq!(h11.energy_out_kwh, 0.0, "gaps are not integrated");
+        let day = &buckets[&(
+            1,
+            "DAY",
+            DateTime::parse_from_rfc3339("2026-03-01T00:00:00Z")
+                .unwrap()
+                .to_utc(),
+        )];
+        assert_eq!(day.samples, 4);
+        assert_eq!(day.stats[4].min, Some(20.0));
+        assert_eq!(day.stats[4].max, Some(30.0));
+        assert_eq!(day.stats[4].n, 4);
+    }
+}

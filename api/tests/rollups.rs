@@ -1,0 +1,204 @@
+//! Hourly and daily roll-ups as a dashboard reads them: exact aggregates,
+//! corrected by late samples, not inflated by duplicates, chosen
+//! automatically for long ranges, and kept when raw samples expire.
+
+mod common;
+
+use common::{TestApp, create_chain};
+use serde_json::{Value, json};
+
+on_both_backends!(
+    buckets_are_exact_and_late_samples_correct_them,
+    auto_resolution_and_retention
+);
+
+const INGEST: &str = "mutation($s: [SampleInput!]!) { ingestSamples(samples: $s) { accepted stored rejectedCount } }";
+
+const POINTS: &str = "query($id: ID!, $from: DateTime!, $to: DateTime!, $res: MetricResolution!) {
+  batteryMetrics(batteryId: $id, from: $from, to: $to, resolution: $res, first: 100) {
+    totalCount edges { node { ts resolution sampleCount voltageV voltageMinV voltageMaxV voltageStddevV
+      socPct tempMinC tempMaxC energyInKwh energyOutKwh underVoltageEvents overTemperatureEvents } } } }";
+
+async fn points(t: &TestApp, id: &str, from: &str, to: &str, res: &str) -> Vec<Value> {
+    let d = t
+        .data(
+            POINTS,
+            json!({ "id": id, "from": from, "to": to, "res": res }),
+        )
+        .await;
+    d["batteryMetrics"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"].clone())
+        .collect()
+}
+
+fn close(a: &Value, b: f64) -> bool {
+    (a.as_f64().unwrap() - b).abs() < 1e-6
+}
+
+async fn buckets_are_exact_and_late_samples_correct_them(t: TestApp) {
+    let ids = create_chain(&t, "A").await; // LFP, 51.2 V nominal: 16 cells, 40 V under-voltage floor
+    // 10:00–10:50 every 10 min at 50 V charging 10 A, then 11:00 at 39 V and 60 °C.
+    let mut samples: Vec<Value> = (0..6)
+        .map(|k| {
+            json!({ "battery": "SN-A", "ts": format!("2026-03-01T10:{:02}:00Z", k * 10),
+                         "voltageV": 50.0 + k as f64, "currentA": 10.0, "socPct": 50.0 + k as f64,
+                         "tempMinC": 20.0, "tempMaxC": 30.0, "tempAvgC": 25.0 })
+        })
+        .collect();
+    samples.push(json!({ "battery": "SN-A", "ts": "2026-03-01T11:00:00Z", "voltageV": 39.0, "currentA": -5.0, "tempAvgC": 60.0 }));
+    let r = t.data(INGEST, json!({ "s": samples })).await;
+    assert_eq!(r["ingestSamples"]["stored"], 7);
+
+    let hours = points(
+        &t,
+        &ids[4],
+        "2026-03-01T10:00:00Z",
+        "2026-03-01T12:00:00Z",
+        "HOUR",
+    )
+    .await;
+    assert_eq!(hours.len(), 2);
+    let h10 = &hours[0];
+    assert_eq!(h10["ts"], "2026-03-01T10:00:00+00:00");
+    assert_eq!(h10["resolution"], "HOUR");
+    assert_eq!(h10["sampleCount"], 6);
+    assert!(close(&h10["voltageV"], 52.5));
+    assert_eq!(h10["voltageMinV"], 50.0);
+    assert_eq!(h10["voltageMaxV"], 55.0);
+    // Population standard deviation of 50..55.
+    assert!(
+        close(&h10["voltageStddevV"], (17.5f64 / 6.0).sqrt()),
+        "{h10}"
+    );
+    assert_eq!(h10["tempMinC"], 20.0);
+    assert_eq!(h10["tempMaxC"], 30.0);
+    // Five 10-minute intervals charging at (51..55 V) × 10 A.
+    let expected_in: f64 = (51..=55).map(|v| v as f64 * 10.0 * 600.0 / 3.6e6).sum();
+    assert!(close(&h10["energyInKwh"], expected_in), "{h10}");
+    assert_eq!(h10["underVoltageEvents"], 0);
+    let h11 = &hours[1];
+    assert_eq!(h11["underVoltageEvents"], 1);
+    assert_eq!(h11["overTemperatureEvents"], 1);
+    // 39 V × -5 A over the 10 minutes since 10:50.
+    assert!(
+        close(&h11["energyOutKwh"], 39.0 * 5.0 * 600.0 / 3.6e6),
+        "{h11}"
+    );
+
+    // A late sample lands in its own bucket and corrects it; resending changes nothing.
+    let late = json!([{ "battery": "SN-A", "ts": "2026-03-01T10:05:00Z", "voltageV": 45.0, "tempMinC": 15.0 }]);
+    assert_eq!(
+        t.data(INGEST, json!({ "s": late.clone() })).await["ingestSamples"]["stored"],
+        1
+    );
+    assert_eq!(
+        t.data(INGEST, json!({ "s": late })).await["ingestSamples"]["stored"],
+        0
+    );
+    let hours = points(
+        &t,
+        &ids[4],
+        "2026-03-01T10:00:00Z",
+        "2026-03-01T12:00:00Z",
+        "HOUR",
+    )
+    .await;
+    assert_eq!(hours[0]["sampleCount"], 7);
+    assert_eq!(hours[0]["voltageMinV"], 45.0);
+    assert_eq!(hours[0]["tempMinC"], 15.0);
+    assert!(close(&hours[0]["voltageV"], (315.0 + 45.0) / 7.0));
+
+    let days = points(
+        &t,
+        &ids[4],
+        "2026-03-01T00:00:00Z",
+        "2026-03-02T00:00:00Z",
+        "DAY",
+    )
+    .await;
+    assert_eq!(days.len(), 1);
+    assert_eq!(days[0]["sampleCount"], 8);
+    assert_eq!(days[0]["voltageMinV"], 39.0);
+
+    // RAW gives the samples themselves.
+    let raw = points(
+        &t,
+        &ids[4],
+        "2026-03-01T10:00:00Z",
+        "2026-03-01T10:30:00Z",
+        "RAW",
+    )
+    .await;
+    assert_eq!(raw.len(), 4);
+    assert_eq!(raw[1]["ts"], "2026-03-01T10:05:00+00:00");
+    assert_eq!(raw[1]["sampleCount"], 1);
+}
+
+async fn auto_resolution_and_retention(t: TestApp) {
+    let ids = create_chain(&t, "A").await;
+    let now = chrono::Utc::now();
+    // One sample every 6 hours for the last 120 days.
+    let samples: Vec<Value> = (0..480)
+        .map(|k| json!({ "battery": "SN-A", "ts": (now - chrono::Duration::hours(6 * k)).to_rfc3339(), "socPct": 50.0 }))
+        .collect();
+    assert_eq!(
+        t.data(INGEST, json!({ "s": samples })).await["ingestSamples"]["stored"],
+        480
+    );
+
+    let range = |days: i64| {
+        let to = now + chrono::Duration::minutes(1);
+        (
+            (to - chrono::Duration::days(days)).to_rfc3339(),
+            to.to_rfc3339(),
+        )
+    };
+    let (from, to) = range(1);
+    let p = points(&t, &ids[4], &from, &to, "AUTO").await;
+    assert_eq!(p[0]["resolution"], "RAW");
+    let (from, to) = range(30);
+    let p = points(&t, &ids[4], &from, &to, "AUTO").await;
+    assert_eq!(p[0]["resolution"], "HOUR");
+    let (from, to) = range(365);
+    let d = t
+        .data(
+            POINTS,
+            json!({ "id": ids[4], "from": from, "to": to, "res": "AUTO" }),
+        )
+        .await;
+    let conn = &d["batteryMetrics"];
+    assert_eq!(conn["edges"][0]["node"]["resolution"], "DAY");
+    let days = conn["totalCount"].as_u64().unwrap();
+    assert!((120..=121).contains(&days), "{days} daily buckets");
+
+    // Retention deletes raw samples older than 90 days; roll-ups stay.
+    let deleted = trackingbms_api::telemetry::retention::purge_once(&t.app.db, 90)
+        .await
+        .unwrap();
+    assert!((116..=124).contains(&deleted), "deleted {deleted}");
+    let (from, to) = range(365);
+    let raw = t
+        .data(
+            "query($id: ID!, $from: DateTime!, $to: DateTime!) { batteryMetrics(batteryId: $id, from: $from, to: $to, resolution: RAW, first: 0) { totalCount } }",
+            json!({ "id": ids[4], "from": from, "to": to }),
+        )
+        .await;
+    assert_eq!(
+        raw["batteryMetrics"]["totalCount"].as_u64().unwrap(),
+        480 - deleted
+    );
+    let d = t
+        .data(
+            POINTS,
+            json!({ "id": ids[4], "from": from, "to": to, "res": "DAY" }),
+        )
+        .await;
+    assert_eq!(
+        d["batteryMetrics"]["totalCount"].as_u64().unwrap(),
+        days,
+        "roll-ups are kept"
+    );
+}
