@@ -31,7 +31,34 @@ pub struct Config {
     pub limits: Limits,
     pub ingest: IngestConfig,
     pub retention: RetentionConfig,
+    pub live: LiveConfig,
     pub demo: DemoConfig,
+}
+
+/// Live subscriptions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LiveConfig {
+    /// Events buffered per replica for subscribers that fall behind.
+    pub bus_capacity: usize,
+    /// Events queued per subscriber before it is marked as lagging and
+    /// further events are dropped for it (counted in `missed`).
+    pub subscriber_queue: usize,
+    /// Most stored samples replayed to a subscriber that resumes with `since`.
+    pub max_replay: usize,
+    /// Redis pub/sub channel shared by the replicas of one deployment.
+    pub redis_channel: String,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        Self {
+            bus_capacity: 65_536,
+            subscriber_queue: 1_024,
+            max_replay: 100_000,
+            redis_channel: "trackingbms:samples".into(),
+        }
+    }
 }
 
 /// How long raw samples are kept (roll-ups are kept for good).
@@ -195,6 +222,7 @@ impl Default for Config {
             limits: Limits::default(),
             ingest: IngestConfig::default(),
             retention: RetentionConfig::default(),
+            live: LiveConfig::default(),
             demo: DemoConfig::default(),
         }
     }

@@ -10,6 +10,11 @@ use crate::demo::simulator::FleetSim;
 /// The machine's PostgreSQL, unless `TEST_DATABASE_URL` says otherwise.
 pub const DEFAULT_TEST_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
 
+/// The machine's Redis, unless `TEST_REDIS_URL` says otherwise.
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
 /// Base URL of the PostgreSQL used by tests and benchmarks.
 pub fn pg_base_url() -> String {
     std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_TEST_PG.to_owned())

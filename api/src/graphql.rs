@@ -9,7 +9,7 @@ use async_graphql::extensions::{
 };
 use async_graphql::parser::types::ExecutableDocument;
 use async_graphql::{
-    EmptySubscription, MergedObject, Response, Schema, SchemaBuilder, ServerError, ServerResult,
+    MergedObject, MergedSubscription, Response, Schema, SchemaBuilder, ServerError, ServerResult,
     ValidationResult, Variables,
 };
 
@@ -17,6 +17,7 @@ use crate::config::Limits;
 use crate::error::ErrorCode;
 use crate::hierarchy::graphql::{HierarchyMutation, HierarchyQuery};
 use crate::telemetry::graphql::{TelemetryMutation, TelemetryQuery};
+use crate::telemetry::live::TelemetrySubscription;
 
 #[derive(MergedObject, Default)]
 pub struct Query(HierarchyQuery, TelemetryQuery);
@@ -24,14 +25,21 @@ pub struct Query(HierarchyQuery, TelemetryQuery);
 #[derive(MergedObject, Default)]
 pub struct Mutation(HierarchyMutation, TelemetryMutation);
 
-pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;
+#[derive(MergedSubscription, Default)]
+pub struct Subscription(TelemetrySubscription);
+
+pub type AppSchema = Schema<Query, Mutation, Subscription>;
 
 /// The schema without runtime data: enough to print the SDL.
-pub fn builder(limits: &Limits) -> SchemaBuilder<Query, Mutation, EmptySubscription> {
-    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
-        .limit_depth(limits.max_query_depth)
-        .limit_complexity(limits.max_query_complexity)
-        .extension(ErrorCodes)
+pub fn builder(limits: &Limits) -> SchemaBuilder<Query, Mutation, Subscription> {
+    Schema::build(
+        Query::default(),
+        Mutation::default(),
+        Subscription::default(),
+    )
+    .limit_depth(limits.max_query_depth)
+    .limit_complexity(limits.max_query_complexity)
+    .extension(ErrorCodes)
 }
 
 /// The SDL that `schema.graphql` must equal.

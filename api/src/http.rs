@@ -1,5 +1,6 @@
 //! HTTP surface (poem): `POST /graphql` (bounded body, per-request caller
-//! and loaders), `POST /ingest` (bulk telemetry, streamed), GraphiQL on `GET /graphql`, `GET /health` (liveness),
+//! and loaders), `GET /graphql/ws` (subscriptions), `POST /ingest` (bulk
+//! telemetry, streamed), GraphiQL on `GET /graphql`, `GET /health` (liveness),
 //! `GET /ready` (database reachable), `GET /metrics` (Prometheus text).
 
 use std::time::Instant;
@@ -20,6 +21,7 @@ use crate::error::ErrorCode;
 pub fn routes(app: App) -> impl Endpoint {
     Route::new()
         .at("/graphql", get(graphiql).post(graphql))
+        .at("/graphql/ws", get(graphql_ws))
         .at("/ingest", poem::post(crate::ingest::http_push::ingest))
         .at("/health", get(health))
         .at("/ready", get(ready))
@@ -91,11 +93,42 @@ async fn graphql(req: &Request, body: poem::Body, Data(app): Data<&App>) -> Resp
         .body(body)
 }
 
+/// Subscriptions over WebSocket, `graphql-transport-ws` or legacy `graphql-ws`.
+#[handler]
+async fn graphql_ws(
+    req: &Request,
+    protocol: async_graphql_poem::GraphQLProtocol,
+    websocket: poem::web::websocket::WebSocket,
+    Data(app): Data<&App>,
+) -> impl IntoResponse {
+    let schema = app.schema.clone();
+    let who = app.principal_for(req);
+    let loader = async_graphql::dataloader::DataLoader::new(
+        crate::loader::ScopedLoader {
+            db: app.db.clone(),
+            who: who.clone(),
+        },
+        async_graphql::runtime::TokioSpawner::current(),
+        async_graphql::runtime::TokioTimer::default(),
+    );
+    let mut data = async_graphql::Data::default();
+    data.insert(who);
+    data.insert::<crate::loader::Loaders>(std::sync::Arc::new(loader));
+    websocket
+        .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |stream| {
+            async_graphql_poem::GraphQLWebSocket::new(stream, schema, protocol)
+                .with_data(data)
+                .serve()
+        })
+}
+
 #[handler]
 async fn graphiql() -> Html<String> {
     Html(
         GraphiQLSource::build()
             .endpoint("/graphql")
+            .subscription_endpoint("/graphql/ws")
             .title("TrackingBMS GraphiQL")
             .finish(),
     )
@@ -155,7 +188,9 @@ impl<E: Endpoint> Endpoint for ObserveEndpoint<E> {
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
         let route = match path.as_str() {
-            "/graphql" | "/ingest" | "/health" | "/ready" | "/metrics" => path.clone(),
+            "/graphql" | "/graphql/ws" | "/ingest" | "/health" | "/ready" | "/metrics" => {
+                path.clone()
+            }
             _ => "other".to_owned(),
         };
         let resp = match self.inner.call(req).await {

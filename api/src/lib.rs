@@ -5,12 +5,14 @@
 //! ingestor and its single writer) → GraphQL schema → HTTP routes.
 //! Samples from every source (`ingestSamples`, `POST /ingest`, the demo
 //! simulator) take the same path: `ingest` → `telemetry::pipeline` (resolve,
-//! check) → `telemetry::writer` (batch, commit, acknowledge).
+//! check) → `telemetry::writer` (batch, commit, acknowledge) → `bus` (in
+//! process, or Redis across replicas) → live subscriptions.
 //!
 //! Each module owns one capability; see its doc comment.
 
 pub mod audit;
 pub mod auth;
+pub mod bus;
 pub mod clock;
 pub mod config;
 pub mod db;
@@ -39,6 +41,7 @@ use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 pub use config::Config;
 
 use crate::auth::Principal;
+use crate::bus::Bus;
 use crate::graphql::AppSchema;
 use crate::hierarchy::HierarchyService;
 use crate::hierarchy::graphql::MaxPageSize;
@@ -54,6 +57,7 @@ pub struct App {
     pub metrics: Metrics,
     pub hierarchy: HierarchyService,
     pub ingestor: Ingestor,
+    pub bus: Bus,
     pub schema: AppSchema,
     /// Id of the tenant a fresh deployment starts with (slug `default`).
     pub default_tenant: i64,
@@ -77,10 +81,18 @@ impl App {
             .context("the default tenant is missing; run `trackingbms migrate`")?
             .id;
         let hierarchy = HierarchyService::new(db.clone());
-        let ingestor = Ingestor::new(db.clone(), config.ingest.clone());
+        let bus = match config.redis_url.as_deref().filter(|u| !u.is_empty()) {
+            Some(url) => {
+                Bus::redis(url, &config.live.redis_channel, config.live.bus_capacity).await?
+            }
+            None => Bus::local(config.live.bus_capacity),
+        };
+        let ingestor = Ingestor::new(db.clone(), config.ingest.clone(), bus.clone());
         let schema = graphql::builder(&config.limits)
             .data(hierarchy.clone())
             .data(ingestor.clone())
+            .data(bus.clone())
+            .data(config.live.clone())
             .data(MaxPageSize(config.limits.max_page_size))
             .data(MaxSamplePage(config.limits.max_sample_page_size))
             .finish();
@@ -90,6 +102,7 @@ impl App {
             metrics,
             hierarchy,
             ingestor,
+            bus,
             schema,
             default_tenant,
         })

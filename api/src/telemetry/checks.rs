@@ -26,6 +26,8 @@ fn earliest() -> DateTime<Utc> {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Checked {
     pub sample: battery_sample::Model,
+    /// The battery's place in the hierarchy (for live subscribers).
+    pub owner: Option<crate::bus::Owner>,
     /// Pack voltage below the chemistry's minimum cell voltage × cells.
     pub under_voltage: bool,
     /// Hottest reading above the chemistry's maximum temperature.
@@ -37,6 +39,7 @@ impl Checked {
     pub fn unflagged(sample: battery_sample::Model) -> Self {
         Self {
             sample,
+            owner: None,
             under_voltage: false,
             over_temperature: false,
         }
@@ -140,6 +143,13 @@ pub fn check(
         cycle_count: s.cycle_count,
     };
     Ok(Checked {
+        owner: Some(crate::bus::Owner {
+            tenant_id: b.tenant_id,
+            client_id: b.client_id,
+            site_id: b.site_id,
+            zone_id: b.zone_id,
+            bms_id: b.bms_id,
+        }),
         under_voltage: s.voltage_v.is_some_and(|v| v < cells * limits.min_cell_v),
         over_temperature: hottest.is_some_and(|t| t > limits.max_temp_c),
         sample,

@@ -8,6 +8,7 @@
 pub mod checks;
 pub mod graphql;
 pub mod input;
+pub mod live;
 pub mod pipeline;
 pub mod retention;
 pub mod rollup;

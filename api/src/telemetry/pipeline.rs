@@ -30,9 +30,10 @@ pub struct Ingestor {
 }
 
 impl Ingestor {
-    pub fn new(db: DatabaseConnection, config: IngestConfig) -> Self {
+    pub fn new(db: DatabaseConnection, config: IngestConfig, bus: crate::bus::Bus) -> Self {
         let writer = Writer::start(
             db.clone(),
+            bus,
             config.batch_rows,
             config.queue_depth,
             std::time::Duration::from_millis(config.enqueue_timeout_ms),

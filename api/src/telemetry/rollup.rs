@@ -233,6 +233,7 @@ mod tests {
                 efficiency_pct: None,
                 cycle_count: None,
             },
+            owner: None,
             under_voltage: v < 45.0,
             over_temperature: false,
         }

@@ -1,7 +1,8 @@
 //! The single writer of samples. Producers (GraphQL, HTTP push, pollers, the
 //! demo) submit validated rows and wait; the writer coalesces whatever is
 //! queued into one transaction, commits, and only then answers each producer
-//! with how many of its rows were new. The queue is bounded: when storage
+//! with how many of its rows were new, and publishes the new rows on the
+//! [`Bus`] for live subscribers. The queue is bounded: when storage
 //! falls behind, producers wait, and after a timeout get `RETRY_LATER` —
 //! nothing acknowledged is ever dropped.
 
@@ -13,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::checks::Checked;
 use super::store::{self, SampleKey};
+use crate::bus::{Bus, SampleEvent};
 use crate::error::{ApiError, ApiResult};
 
 struct Job {
@@ -32,12 +34,13 @@ impl Writer {
     /// writing what is queued.
     pub fn start(
         db: DatabaseConnection,
+        bus: Bus,
         batch_rows: usize,
         queue_depth: usize,
         enqueue_timeout: Duration,
     ) -> Self {
         let (tx, rx) = mpsc::channel(queue_depth.max(1));
-        tokio::spawn(run(db, rx, batch_rows.max(1)));
+        tokio::spawn(run(db, bus, rx, batch_rows.max(1)));
         Self {
             tx,
             enqueue_timeout,
@@ -67,7 +70,7 @@ impl Writer {
     }
 }
 
-async fn run(db: DatabaseConnection, mut rx: mpsc::Receiver<Job>, batch_rows: usize) {
+async fn run(db: DatabaseConnection, bus: Bus, mut rx: mpsc::Receiver<Job>, batch_rows: usize) {
     while let Some(first) = rx.recv().await {
         let mut rows = first.rows.len();
         let mut jobs = vec![first];
@@ -83,10 +86,12 @@ async fn run(db: DatabaseConnection, mut rx: mpsc::Receiver<Job>, batch_rows: us
         let all: Vec<_> = jobs.iter().flat_map(|j| j.rows.iter().cloned()).collect();
         match store::write(&db, &all).await {
             Ok(mut inserted) => {
+                let events = committed_events(&all, &inserted);
                 for job in jobs {
                     let stored = count_new(&job.rows, &mut inserted);
                     let _ = job.reply.send(Ok(stored));
                 }
+                bus.publish(events).await;
             }
             Err(err) => {
                 tracing::error!(%err, rows = all.len(), "writing samples failed; producers will retry");
@@ -98,6 +103,20 @@ async fn run(db: DatabaseConnection, mut rx: mpsc::Receiver<Job>, batch_rows: us
             }
         }
     }
+}
+
+/// Events for the rows that were new (first occurrence of each new key).
+fn committed_events(rows: &[Checked], inserted: &HashSet<SampleKey>) -> Vec<SampleEvent> {
+    let mut unclaimed = inserted.clone();
+    rows.iter()
+        .filter(|r| unclaimed.remove(&(r.sample.battery_id, r.sample.ts)))
+        .filter_map(|r| {
+            r.owner.map(|owner| SampleEvent {
+                owner,
+                sample: r.sample.clone(),
+            })
+        })
+        .collect()
 }
 
 /// Rows of one job that were new; each new key counts once, for the first

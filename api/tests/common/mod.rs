@@ -88,6 +88,23 @@ impl TestApp {
             .to_owned()
     }
 
+    /// Starts a subscription as the operator of the default tenant.
+    pub fn subscribe(
+        &self,
+        query: &str,
+        variables: Value,
+    ) -> futures_util::stream::BoxStream<'static, Value> {
+        use futures_util::StreamExt;
+        let req = async_graphql::Request::new(query)
+            .variables(async_graphql::Variables::from_json(variables))
+            .data(self.app.system("test"));
+        self.app
+            .schema
+            .execute_stream(req)
+            .map(|r| serde_json::to_value(r).unwrap_or_default())
+            .boxed()
+    }
+
     /// SQL statements executed so far by this app.
     pub fn statements(&self) -> u64 {
         self.app.metrics.db_statement_count()

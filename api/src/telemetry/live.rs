@@ -1,0 +1,365 @@
+//! `liveMetrics`: committed samples of a scope as they arrive.
+//!
+//! - Scope: one battery, BMS, zone, site or client (or everything the caller
+//!   may see), checked against the caller's scope first.
+//! - Resume without gaps: with `since`, the subscription listens to the bus
+//!   first, then replays stored samples newer than `since`, then continues
+//!   live, skipping live events it already replayed.
+//! - `minIntervalMs`: at most one event per battery per interval, carrying
+//!   the latest value.
+//! - A slow subscriber never slows ingestion or others: its queue is
+//!   bounded; when full, events for it are dropped and the next one it gets
+//!   says how many it `missed`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::{
+    Context, ErrorExtensions, ID, InputObject, Result, ResultExt, SimpleObject, Subscription,
+};
+use chrono::{DateTime, Utc};
+use entities::{battery, battery_sample, bms, client, site, zone};
+use futures_util::Stream;
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
+
+use super::graphql::Sample;
+use crate::auth::Principal;
+use crate::bus::{Bus, Owner, SampleEvent};
+use crate::config::LiveConfig;
+use crate::error::ApiError;
+use crate::hierarchy::HierarchyService;
+use crate::hierarchy::service::find_scoped;
+use crate::ids::{self, Kind};
+
+/// Which part of the fleet to watch: at most one of the ids (none: all of
+/// the fleet you may see).
+#[derive(InputObject, Clone, Default)]
+pub struct LiveScope {
+    pub battery_id: Option<ID>,
+    pub bms_id: Option<ID>,
+    pub zone_id: Option<ID>,
+    pub site_id: Option<ID>,
+    pub client_id: Option<ID>,
+}
+
+/// A committed sample of a battery in the scope.
+#[derive(SimpleObject, Clone)]
+pub struct LiveSample {
+    pub battery_id: ID,
+    pub bms_id: ID,
+    pub site_id: ID,
+    pub sample: Sample,
+    /// True while replaying stored samples after `since`.
+    pub replayed: bool,
+    /// Events dropped for this subscriber, because it read too slowly,
+    /// since the previous event it received.
+    pub missed: u64,
+}
+
+/// The scope as a predicate on events.
+#[derive(Clone)]
+struct Filter {
+    who: Principal,
+    level: Option<(Kind, i64)>,
+}
+
+impl Filter {
+    fn accepts(&self, o: &Owner, battery_id: i64) -> bool {
+        if o.tenant_id != self.who.tenant_id {
+            return false;
+        }
+        if self
+            .who
+            .clients
+            .as_ref()
+            .is_some_and(|c| !c.contains(&o.client_id))
+        {
+            return false;
+        }
+        if self
+            .who
+            .sites
+            .as_ref()
+            .is_some_and(|s| !s.contains(&o.site_id))
+        {
+            return false;
+        }
+        match self.level {
+            None => true,
+            Some((Kind::Battery, id)) => battery_id == id,
+            Some((Kind::Bms, id)) => o.bms_id == id,
+            Some((Kind::Zone, id)) => o.zone_id == id,
+            Some((Kind::Site, id)) => o.site_id == id,
+            Some((Kind::Client, id)) => o.client_id == id,
+        }
+    }
+}
+
+async fn resolve_scope(
+    db: &DatabaseConnection,
+    who: &Principal,
+    scope: LiveScope,
+) -> Result<Option<(Kind, i64)>> {
+    let given: Vec<(Kind, ID)> = [
+        (Kind::Battery, scope.battery_id),
+        (Kind::Bms, scope.bms_id),
+        (Kind::Zone, scope.zone_id),
+        (Kind::Site, scope.site_id),
+        (Kind::Client, scope.client_id),
+    ]
+    .into_iter()
+    .filter_map(|(k, id)| id.map(|id| (k, id)))
+    .collect();
+    if given.len() > 1 {
+        return Err(ApiError::validation(
+            "scope",
+            "give at most one of batteryId, bmsId, zoneId, siteId, clientId",
+        )
+        .extend());
+    }
+    let Some((kind, gid)) = given.into_iter().next() else {
+        return Ok(None);
+    };
+    let id = ids::decode(kind, &gid).extend()?;
+    match kind {
+        Kind::Battery => find_scoped::<battery::Entity>(db, who, id, kind)
+            .await
+            .map(|_| ()),
+        Kind::Bms => find_scoped::<bms::Entity>(db, who, id, kind)
+            .await
+            .map(|_| ()),
+        Kind::Zone => find_scoped::<zone::Entity>(db, who, id, kind)
+            .await
+            .map(|_| ()),
+        Kind::Site => find_scoped::<site::Entity>(db, who, id, kind)
+            .await
+            .map(|_| ()),
+        Kind::Client => find_scoped::<client::Entity>(db, who, id, kind)
+            .await
+            .map(|_| ()),
+    }
+    .extend()?;
+    Ok(Some((kind, id)))
+}
+
+fn event_of(
+    owner: Owner,
+    sample: battery_sample::Model,
+    replayed: bool,
+    missed: u64,
+) -> LiveSample {
+    LiveSample {
+        battery_id: ids::encode(Kind::Battery, sample.battery_id),
+        bms_id: ids::encode(Kind::Bms, owner.bms_id),
+        site_id: ids::encode(Kind::Site, owner.site_id),
+        sample: Sample::from(sample),
+        replayed,
+        missed,
+    }
+}
+
+/// Stored samples of the scope newer than `since`, oldest first.
+async fn replay(
+    db: &DatabaseConnection,
+    filter: &Filter,
+    since: DateTime<Utc>,
+    max: usize,
+) -> Result<Vec<(Owner, battery_sample::Model)>, ApiError> {
+    let mut q = battery::Entity::find().filter(filter.who.condition::<battery::Entity>());
+    q = match filter.level {
+        None => q,
+        Some((Kind::Battery, id)) => q.filter(battery::Column::Id.eq(id)),
+        Some((Kind::Bms, id)) => q.filter(battery::Column::BmsId.eq(id)),
+        Some((Kind::Zone, id)) => q.filter(battery::Column::ZoneId.eq(id)),
+        Some((Kind::Site, id)) => q.filter(battery::Column::SiteId.eq(id)),
+        Some((Kind::Client, id)) => q.filter(battery::Column::ClientId.eq(id)),
+    };
+    let owners: HashMap<i64, Owner> = q
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|b| {
+            let owner = Owner {
+                tenant_id: b.tenant_id,
+                client_id: b.client_id,
+                site_id: b.site_id,
+                zone_id: b.zone_id,
+                bms_id: b.bms_id,
+            };
+            (b.id, owner)
+        })
+        .collect();
+    let mut out = Vec::new();
+    for chunk in owners.keys().copied().collect::<Vec<_>>().chunks(1000) {
+        let rows = battery_sample::Entity::find()
+            .filter(battery_sample::Column::BatteryId.is_in(chunk.iter().copied()))
+            .filter(battery_sample::Column::Ts.gt(since))
+            .order_by_asc(battery_sample::Column::Ts)
+            .limit(max as u64)
+            .all(db)
+            .await?;
+        out.extend(
+            rows.into_iter()
+                .filter_map(|s| owners.get(&s.battery_id).map(|o| (*o, s))),
+        );
+    }
+    out.sort_by_key(|(_, s)| s.ts);
+    out.truncate(max);
+    Ok(out)
+}
+
+/// Per-subscriber delivery: bounded queue, `missed` counting, throttling.
+struct Delivery {
+    tx: mpsc::Sender<LiveSample>,
+    missed: u64,
+}
+
+impl Delivery {
+    /// Queues an event; false once the subscriber has gone.
+    fn offer(&mut self, mut event: LiveSample) -> bool {
+        event.missed = self.missed;
+        match self.tx.try_send(event) {
+            Ok(()) => {
+                self.missed = 0;
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.missed += 1;
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+async fn run(
+    db: DatabaseConnection,
+    mut rx: broadcast::Receiver<Arc<SampleEvent>>,
+    filter: Filter,
+    since: Option<DateTime<Utc>>,
+    min_interval: Option<Duration>,
+    config: LiveConfig,
+    mut out: Delivery,
+) {
+    let mut replayed: HashSet<(i64, DateTime<Utc>)> = HashSet::new();
+    if let Some(since) = since {
+        match replay(&db, &filter, since, config.max_replay).await {
+            Ok(rows) => {
+                for (owner, s) in rows {
+                    replayed.insert((s.battery_id, s.ts));
+                    // Replay waits for room: the subscriber asked for these.
+                    let mut event = event_of(owner, s, true, 0);
+                    event.missed = out.missed;
+                    if out.tx.send(event).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(%err, "live replay failed"),
+        }
+    }
+    let mut last_sent: HashMap<i64, Instant> = HashMap::new();
+    let mut pending: HashMap<i64, Arc<SampleEvent>> = HashMap::new();
+    let mut tick = tokio::time::interval(min_interval.unwrap_or(Duration::from_secs(3600)));
+    loop {
+        tokio::select! {
+            received = rx.recv() => {
+                let event = match received {
+                    Ok(e) => e,
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        out.missed += n;
+                        continue;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                let battery = event.sample.battery_id;
+                if !filter.accepts(&event.owner, battery)
+                    || (!replayed.is_empty() && replayed.remove(&(battery, event.sample.ts)))
+                {
+                    continue;
+                }
+                if let Some(interval) = min_interval {
+                    let now = Instant::now();
+                    if last_sent.get(&battery).is_some_and(|t| now.duration_since(*t) < interval) {
+                        pending.insert(battery, event);
+                        continue;
+                    }
+                    last_sent.insert(battery, now);
+                }
+                if !out.offer(event_of(event.owner, event.sample.clone(), false, 0)) {
+                    return;
+                }
+            }
+            _ = tick.tick(), if min_interval.is_some() => {
+                let now = Instant::now();
+                let interval = min_interval.unwrap_or_default();
+                let due: Vec<i64> = pending
+                    .keys()
+                    .copied()
+                    .filter(|b| last_sent.get(b).is_none_or(|t| now.duration_since(*t) >= interval))
+                    .collect();
+                for battery in due {
+                    if let Some(event) = pending.remove(&battery) {
+                        last_sent.insert(battery, now);
+                        if !out.offer(event_of(event.owner, event.sample.clone(), false, 0)) {
+                            return;
+                        }
+                    }
+                }
+            }
+            _ = out.tx.closed() => return,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct TelemetrySubscription;
+
+#[Subscription]
+impl TelemetrySubscription {
+    /// Every sample committed in the scope, as it is committed. With
+    /// `since`, stored samples newer than it come first (`replayed: true`),
+    /// then live ones, without gaps or repeats. `minIntervalMs` limits each
+    /// battery to one event per interval (the latest value).
+    async fn live_metrics(
+        &self,
+        ctx: &Context<'_>,
+        scope: Option<LiveScope>,
+        min_interval_ms: Option<i32>,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<impl Stream<Item = LiveSample> + use<>> {
+        let who = ctx.data::<Principal>()?.clone();
+        let db = ctx.data::<HierarchyService>()?.db().clone();
+        let bus = ctx.data::<Bus>()?;
+        let config = ctx.data::<LiveConfig>()?.clone();
+        let min_interval = match min_interval_ms {
+            None | Some(0) => None,
+            Some(ms) if (1..=3_600_000).contains(&ms) => Some(Duration::from_millis(ms as u64)),
+            Some(_) => {
+                return Err(
+                    ApiError::validation("minIntervalMs", "must be between 0 and 3600000").extend(),
+                );
+            }
+        };
+        let level = resolve_scope(&db, &who, scope.unwrap_or_default()).await?;
+        // Listen before replaying, so nothing committed in between is lost.
+        let rx = bus.subscribe();
+        let (tx, events) = mpsc::channel(config.subscriber_queue.max(1));
+        let filter = Filter { who, level };
+        tokio::spawn(run(
+            db,
+            rx,
+            filter,
+            since,
+            min_interval,
+            config,
+            Delivery { tx, missed: 0 },
+        ));
+        Ok(futures_util::stream::unfold(events, |mut rx| async move {
+            rx.recv().await.map(|e| (e, rx))
+        }))
+    }
+}
