@@ -16,6 +16,14 @@ struct Server {
 
 impl Server {
     async fn start(data_dir: &std::path::Path, database_url: Option<&str>) -> Self {
+        let env: Vec<(&str, String)> = database_url
+            .map(|u| ("DATABASE_URL", u.to_owned()))
+            .into_iter()
+            .collect();
+        Self::start_with(data_dir, &env).await
+    }
+
+    async fn start_with(data_dir: &std::path::Path, env: &[(&str, String)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -29,8 +37,8 @@ impl Server {
             .env_remove("DATABASE_URL")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
-        if let Some(url) = database_url {
-            cmd.env("DATABASE_URL", url);
+        for (k, v) in env {
+            cmd.env(k, v);
         }
         let child = cmd.spawn().expect("start trackingbms");
         let base = format!("http://127.0.0.1:{port}");
@@ -174,4 +182,217 @@ async fn sqlite_server_end_to_end() {
 #[tokio::test]
 async fn postgres_server_end_to_end() {
     serve_query_and_restart(Some(common::fresh_pg_url().await)).await;
+}
+
+/// Runs the reference `graphql-ws` client (npm, under Node) subscribed to
+/// `liveMetrics(scope)` on `server`; returns it and its output lines, once
+/// it is connected and the subscription has had time to register.
+async fn node_subscriber(
+    server: &Server,
+    count: usize,
+    scope: &Value,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader};
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ws/subscribe.mjs");
+    let modules = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/ws/node_modules/graphql-ws"
+    );
+    assert!(
+        std::path::Path::new(modules).exists(),
+        "the graphql-ws client is not installed: run scripts/setup-node.sh (scripts/test.sh does)"
+    );
+    let ws_url = format!("{}/graphql/ws", server.base.replace("http://", "ws://"));
+    let mut node = Command::new("node")
+        .args([script, &ws_url, &count.to_string(), &scope.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node runs");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = node.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let connected = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("client connected");
+    assert_eq!(connected, r#"{"connected":true}"#);
+    // Let the server register the subscription after connection_ack.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    (node, rx)
+}
+
+/// Creates client → … → battery `serial` over HTTP; returns the battery id.
+async fn create_battery(server: &Server, serial: &str) -> Value {
+    let mut ids: Vec<Value> = Vec::new();
+    let battery = format!(
+        "mutation($p: ID!) {{ createBattery(input: {{bmsId: $p, serial: \"{serial}\", chemistry: NMC, nominalCapacityAh: 50, nominalVoltageV: 48, installDate: \"2024-01-01\"}}) {{ id }} }}"
+    );
+    for q in [
+        "mutation { createClient(input: {name: \"WS\"}) { id } }",
+        "mutation($p: ID!) { createSite(input: {clientId: $p, name: \"S\"}) { id } }",
+        "mutation($p: ID!) { createZone(input: {siteId: $p, name: \"Z\"}) { id } }",
+        "mutation($p: ID!) { createBms(input: {zoneId: $p, name: \"B\"}) { id } }",
+        battery.as_str(),
+    ] {
+        let r = server.graphql(q, json!({ "p": ids.last() })).await;
+        let data = r["data"].as_object().unwrap_or_else(|| panic!("{r}"));
+        ids.push(data.values().next().unwrap()["id"].clone());
+    }
+    ids.pop().unwrap()
+}
+
+async fn post_ndjson(server: &Server, body: String) -> Value {
+    reqwest::Client::new()
+        .post(format!("{}/ingest", server.base))
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The reference `graphql-ws` client (npm, run by Node) subscribes over
+/// `graphql-transport-ws` and receives samples pushed with `POST /ingest`.
+#[tokio::test]
+async fn graphql_ws_reference_client_receives_live_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), None).await;
+    let battery = create_battery(&server, "WS-1").await;
+    let (mut node, rx) = node_subscriber(&server, 2, &json!({ "batteryId": battery })).await;
+    let body = "{\"battery\":\"WS-1\",\"ts\":\"2026-06-01T00:00:00Z\",\"socPct\":55.5,\"voltageV\":50.1}\n\
+                {\"battery\":\"WS-1\",\"ts\":\"2026-06-01T00:00:05Z\",\"socPct\":55.0,\"voltageV\":50.0}\n";
+    let report = post_ndjson(&server, body.to_owned()).await;
+    assert_eq!(report["stored"], 2, "{report}");
+    let mut socs = Vec::new();
+    for _ in 0..2 {
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("an event over the WebSocket");
+        let event: Value = serde_json::from_str(&line).unwrap();
+        let live = &event["data"]["liveMetrics"];
+        assert_eq!(live["batteryId"], battery);
+        assert_eq!(live["replayed"], false);
+        socs.push(live["sample"]["socPct"].as_f64().unwrap());
+    }
+    assert_eq!(socs, vec![55.5, 55.0]);
+    assert!(
+        node.wait().unwrap().success(),
+        "the client completed cleanly"
+    );
+    assert!(server.terminate().success());
+}
+
+/// Two server processes on one PostgreSQL and one Redis: a sample ingested on
+/// the first reaches a WebSocket subscriber of the second.
+#[tokio::test]
+async fn two_replicas_share_live_samples_through_redis() {
+    let db = common::fresh_pg_url().await;
+    let channel = format!("trackingbms:test:{}", rand::random::<u64>());
+    let env = vec![
+        ("DATABASE_URL", db),
+        ("REDIS_URL", trackingbms_api::fixtures::redis_url()),
+        ("TRACKINGBMS_LIVE__REDIS_CHANNEL", channel),
+    ];
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Server::start_with(dir_a.path(), &env).await;
+    let b = Server::start_with(dir_b.path(), &env).await;
+    let battery = create_battery(&a, "REPL-1").await;
+    let (mut node, rx) = node_subscriber(&b, 1, &json!({ "batteryId": battery })).await;
+    let report = post_ndjson(
+        &a,
+        "{\"battery\":\"REPL-1\",\"ts\":\"2026-06-01T00:00:00Z\",\"socPct\":61.0}\n".into(),
+    )
+    .await;
+    assert_eq!(report["stored"], 1, "{report}");
+    let line = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the sample reached replica B");
+    let event: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event["data"]["liveMetrics"]["sample"]["socPct"], 61.0);
+    assert!(node.wait().unwrap().success());
+    assert!(a.terminate().success());
+    assert!(b.terminate().success());
+}
+
+/// `kill -9` during a sustained ingest: after a restart, every sample whose
+/// batch was acknowledged is stored.
+#[tokio::test]
+async fn acknowledged_samples_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), None).await;
+    let battery = create_battery(&server, "CRASH-1").await;
+    let start = chrono::DateTime::parse_from_rfc3339("2026-07-01T00:00:00Z")
+        .unwrap()
+        .to_utc();
+    let url = format!("{}/ingest", server.base);
+    let producer = tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        let mut acknowledged = 0u64;
+        for batch in 0u64.. {
+            let body: String = (0..500)
+                .map(|i| {
+                    let ts = start + chrono::Duration::seconds((batch * 500 + i) as i64);
+                    format!(
+                        "{{\"battery\":\"CRASH-1\",\"ts\":\"{}\",\"socPct\":50}}\n",
+                        ts.to_rfc3339()
+                    )
+                })
+                .collect();
+            match client
+                .post(&url)
+                .header("content-type", "application/x-ndjson")
+                .body(body)
+                .send()
+                .await
+            {
+                Ok(r) if r.status().is_success() => match r.json::<Value>().await {
+                    Ok(v) => acknowledged += v["accepted"].as_u64().unwrap_or(0),
+                    Err(_) => break,
+                },
+                _ => break,
+            }
+        }
+        acknowledged
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
+    let acknowledged = producer.await.unwrap();
+    assert!(
+        acknowledged >= 1000,
+        "the ingest was sustained ({acknowledged} acknowledged)"
+    );
+
+    let server = Server::start(dir.path(), None).await;
+    let stored = server
+        .graphql(
+            "query($id: ID!) { batteryMetrics(batteryId: $id, from: \"2026-07-01T00:00:00Z\", to: \"2026-08-01T00:00:00Z\", resolution: RAW, first: 0) { totalCount } }",
+            json!({ "id": battery }),
+        )
+        .await["data"]["batteryMetrics"]["totalCount"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        stored >= acknowledged,
+        "{stored} stored < {acknowledged} acknowledged"
+    );
+    // Batches are written whole: the acknowledged ones form a gap-free prefix.
+    let first_missing = server
+        .graphql(
+            "query($id: ID!, $from: DateTime!) { batteryMetrics(batteryId: $id, from: $from, to: \"2026-08-01T00:00:00Z\", resolution: RAW, first: 1) { edges { node { ts } } } }",
+            json!({ "id": battery, "from": (start + chrono::Duration::seconds(acknowledged as i64 - 1)).to_rfc3339() }),
+        )
+        .await;
+    assert!(
+        first_missing["data"]["batteryMetrics"]["edges"][0]["node"]["ts"].is_string(),
+        "{first_missing}"
+    );
+    assert!(server.terminate().success());
 }
