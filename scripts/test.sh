@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test against real services: starts PostgreSQL and Redis when
-# they are down, installs the pinned npm test client (graphql-ws), creates a fresh PostgreSQL database for this run (dropped
+# they are down, installs the pinned npm test client (graphql-ws) and the
+# Python Modbus simulator (pymodbus), creates a fresh PostgreSQL database for this run (dropped
 # afterwards), exports its URL and runs the workspace's tests. Extra
 # arguments go to `cargo test` (e.g. `scripts/test.sh --test hierarchy_api`).
 set -euo pipefail
@@ -10,6 +11,7 @@ cd "$(dirname "$0")/.."
 ensure_postgres
 ensure_redis
 scripts/setup-node.sh
+scripts/setup-python.sh
 
 pg_admin="postgres://postgres@127.0.0.1:5432/postgres"
 db="trackingbms_test_$(date +%s)_$$"

@@ -32,7 +32,39 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub retention: RetentionConfig,
     pub live: LiveConfig,
+    pub modbus: ModbusConfig,
     pub demo: DemoConfig,
+}
+
+/// Modbus TCP polling of BMS units whose protocol is `MODBUS_TCP`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModbusConfig {
+    /// Poll devices from this replica (enable it on one replica only).
+    pub enabled: bool,
+    /// Timeout of a connection attempt and of each read.
+    pub timeout_ms: u64,
+    /// Longest wait between two reconnection attempts.
+    pub max_backoff_secs: u64,
+    /// Consecutive failed polls before a unit is OFFLINE and reconnected.
+    pub offline_after_failures: u32,
+    /// How often the unit list is re-read (changes apply without restart).
+    pub rescan_ms: u64,
+    /// Extra register maps (`*.toml`), added to the built-in ones.
+    pub register_maps_dir: Option<PathBuf>,
+}
+
+impl Default for ModbusConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            timeout_ms: 2_000,
+            max_backoff_secs: 30,
+            offline_after_failures: 3,
+            rescan_ms: 5_000,
+            register_maps_dir: None,
+        }
+    }
 }
 
 /// Live subscriptions.
@@ -223,6 +255,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             retention: RetentionConfig::default(),
             live: LiveConfig::default(),
+            modbus: ModbusConfig::default(),
             demo: DemoConfig::default(),
         }
     }

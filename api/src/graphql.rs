@@ -16,17 +16,18 @@ use async_graphql::{
 use crate::config::Limits;
 use crate::error::ErrorCode;
 use crate::hierarchy::graphql::{HierarchyMutation, HierarchyQuery};
+use crate::ingest::modbus::graphql::{ModbusQuery, ModbusSubscription};
 use crate::telemetry::graphql::{TelemetryMutation, TelemetryQuery};
 use crate::telemetry::live::TelemetrySubscription;
 
 #[derive(MergedObject, Default)]
-pub struct Query(HierarchyQuery, TelemetryQuery);
+pub struct Query(HierarchyQuery, TelemetryQuery, ModbusQuery);
 
 #[derive(MergedObject, Default)]
 pub struct Mutation(HierarchyMutation, TelemetryMutation);
 
 #[derive(MergedSubscription, Default)]
-pub struct Subscription(TelemetrySubscription);
+pub struct Subscription(TelemetrySubscription, ModbusSubscription);
 
 pub type AppSchema = Schema<Query, Mutation, Subscription>;
 

@@ -58,6 +58,8 @@ pub struct App {
     pub hierarchy: HierarchyService,
     pub ingestor: Ingestor,
     pub bus: Bus,
+    pub register_maps: Arc<ingest::modbus::Registry>,
+    pub modbus_status: Arc<ingest::modbus::StatusRegistry>,
     pub schema: AppSchema,
     /// Id of the tenant a fresh deployment starts with (slug `default`).
     pub default_tenant: i64,
@@ -81,6 +83,12 @@ impl App {
             .context("the default tenant is missing; run `trackingbms migrate`")?
             .id;
         let hierarchy = HierarchyService::new(db.clone());
+        let register_maps = Arc::new(ingest::modbus::Registry::load(
+            config.modbus.register_maps_dir.as_deref(),
+        )?);
+        let modbus_status = Arc::new(ingest::modbus::StatusRegistry::new(
+            config.modbus.offline_after_failures,
+        ));
         let bus = match config.redis_url.as_deref().filter(|u| !u.is_empty()) {
             Some(url) => {
                 Bus::redis(url, &config.live.redis_channel, config.live.bus_capacity).await?
@@ -92,6 +100,8 @@ impl App {
             .data(hierarchy.clone())
             .data(ingestor.clone())
             .data(bus.clone())
+            .data(register_maps.clone())
+            .data(modbus_status.clone())
             .data(config.live.clone())
             .data(MaxPageSize(config.limits.max_page_size))
             .data(MaxSamplePage(config.limits.max_sample_page_size))
@@ -103,6 +113,8 @@ impl App {
             hierarchy,
             ingestor,
             bus,
+            register_maps,
+            modbus_status,
             schema,
             default_tenant,
         })
@@ -112,6 +124,19 @@ impl App {
     /// acts as the operator of the default tenant.
     pub fn principal_for(&self, _req: &poem::Request) -> Principal {
         Principal::operator(self.default_tenant, "local-operator")
+    }
+
+    /// Starts polling Modbus units (when enabled); abort the handle to stop.
+    pub fn start_modbus(&self) -> Option<tokio::task::JoinHandle<()>> {
+        self.config.modbus.enabled.then(|| {
+            ingest::modbus::supervisor::spawn(
+                self.db.clone(),
+                self.ingestor.clone(),
+                self.register_maps.clone(),
+                self.modbus_status.clone(),
+                self.config.modbus.clone(),
+            )
+        })
     }
 
     /// The principal used by the server's own jobs (demo generator, …).

@@ -122,8 +122,12 @@ async fn main() -> anyhow::Result<()> {
             };
             let retention =
                 telemetry::retention::spawn(app.db.clone(), app.config.retention.clone());
+            let modbus = app.start_modbus();
             app.serve(shutdown_signal()).await?;
             retention.abort();
+            if let Some(m) = modbus {
+                m.abort();
+            }
             if let Some(task) = demo_task {
                 task.stop().await;
             }

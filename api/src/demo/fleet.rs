@@ -196,12 +196,8 @@ pub async fn create(
                     .await?;
                 for b in 0..spec.bms_per_zone {
                     let (vendor, protocol, endpoint, map) = match rng.random_range(0..3) {
-                        0 => (
-                            BmsVendor::FoxBms,
-                            BmsProtocol::ModbusTcp,
-                            Some(format!("10.{c}.{s}.{}:502", 10 + z * 4 + b)),
-                            Some("sunspec-802".to_owned()),
-                        ),
+                        // The simulator pushes every unit's samples: none is polled.
+                        0 => (BmsVendor::FoxBms, BmsProtocol::HttpPush, None, None),
                         1 => (
                             BmsVendor::LibreSolar,
                             BmsProtocol::Mqtt,

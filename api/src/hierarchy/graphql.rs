@@ -14,6 +14,8 @@ use super::service::{HierarchyService, find_scoped};
 use super::types::*;
 use crate::auth::{Principal, Scoped};
 use crate::ids::{self, Kind};
+use crate::ingest::modbus::StatusRegistry;
+use crate::ingest::modbus::status::{BmsConnectionState, ConnectionStatus};
 use crate::pagination::{Conn, PageRequest, child_connection, loaders, root_connection};
 use crate::telemetry::graphql::Sample;
 
@@ -442,6 +444,18 @@ impl Bms {
         parent::<site::Entity>(ctx, self.0.site_id, Kind::Site)
             .await
             .map(Site)
+    }
+    /// Connection of a polled (Modbus TCP) unit as this server sees it;
+    /// `UNKNOWN` for units it does not poll.
+    async fn connection_state(&self, ctx: &Context<'_>) -> Result<BmsConnectionState> {
+        let registry = ctx.data::<std::sync::Arc<StatusRegistry>>()?;
+        Ok(registry.get(self.0.id).unwrap_or(BmsConnectionState {
+            status: ConnectionStatus::Unknown,
+            since: self.0.updated_at,
+            last_seen_at: None,
+            last_error: None,
+            consecutive_failures: 0,
+        }))
     }
     /// Batteries managed by this unit.
     #[graphql(complexity = "crate::pagination::cost(first, last, child_complexity)")]

@@ -61,13 +61,27 @@ pub struct LiveSample {
 
 /// The scope as a predicate on events.
 #[derive(Clone)]
-struct Filter {
+pub(crate) struct Filter {
     who: Principal,
     level: Option<(Kind, i64)>,
 }
 
 impl Filter {
-    fn accepts(&self, o: &Owner, battery_id: i64) -> bool {
+    /// The caller's view of `scope`, after checking it exists for them.
+    pub(crate) async fn new(
+        db: &DatabaseConnection,
+        who: Principal,
+        scope: LiveScope,
+    ) -> Result<Self> {
+        let level = resolve_scope(db, &who, scope).await?;
+        Ok(Self { who, level })
+    }
+
+    pub(crate) fn level(&self) -> Option<Kind> {
+        self.level.map(|(k, _)| k)
+    }
+
+    pub(crate) fn accepts(&self, o: &Owner, battery_id: i64) -> bool {
         if o.tenant_id != self.who.tenant_id {
             return false;
         }
@@ -344,11 +358,10 @@ impl TelemetrySubscription {
                 );
             }
         };
-        let level = resolve_scope(&db, &who, scope.unwrap_or_default()).await?;
+        let filter = Filter::new(&db, who, scope.unwrap_or_default()).await?;
         // Listen before replaying, so nothing committed in between is lost.
         let rx = bus.subscribe();
         let (tx, events) = mpsc::channel(config.subscriber_queue.max(1));
-        let filter = Filter { who, level };
         tokio::spawn(run(
             db,
             rx,
