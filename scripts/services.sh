@@ -29,3 +29,15 @@ ensure_redis() {
   echo "error: Redis is not reachable on 127.0.0.1:6379" >&2
   return 1
 }
+
+ensure_mosquitto() {
+  if (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null; then return 0; fi
+  echo "Mosquitto is down; starting it" >&2
+  mosquitto -d -c /etc/mosquitto/mosquitto.conf || true
+  for _ in $(seq 1 40); do
+    (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null && return 0
+    sleep 0.25
+  done
+  echo "error: Mosquitto is not reachable on 127.0.0.1:1883" >&2
+  return 1
+}

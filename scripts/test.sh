@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every test against real services: starts PostgreSQL and Redis when
+# Runs every test against real services: starts PostgreSQL, Redis and Mosquitto when
 # they are down, installs the pinned npm test client (graphql-ws) and the
 # Python Modbus simulator (pymodbus), creates a fresh PostgreSQL database for this run (dropped
 # afterwards), exports its URL and runs the workspace's tests. Extra
@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 
 ensure_postgres
 ensure_redis
+ensure_mosquitto
 scripts/setup-node.sh
 scripts/setup-python.sh
 
@@ -21,6 +22,7 @@ trap cleanup EXIT
 
 export TEST_DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db"
 export TEST_REDIS_URL="redis://127.0.0.1:6379"
+export TEST_MQTT_URL="mqtt://127.0.0.1:1883"
 echo "PostgreSQL test database: $db; Redis: $TEST_REDIS_URL"
 
 log=$(mktemp)

@@ -33,7 +33,29 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub live: LiveConfig,
     pub modbus: ModbusConfig,
+    pub mqtt: Option<MqttConfig>,
     pub demo: DemoConfig,
+}
+
+/// MQTT ingestion; off unless a `[mqtt]` section (or `TRACKINGBMS_MQTT__URL`) is given.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Broker, `mqtt://host:port`.
+    pub url: String,
+    /// Topic filter to subscribe to (MQTT wildcards `+` and `#` allowed).
+    #[serde(default = "default_mqtt_topic")]
+    pub topic: String,
+    #[serde(default = "default_mqtt_client_id")]
+    pub client_id: String,
+}
+
+fn default_mqtt_topic() -> String {
+    "trackingbms/+/samples".into()
+}
+
+fn default_mqtt_client_id() -> String {
+    format!("trackingbms-{:08x}", rand::random::<u32>())
 }
 
 /// Modbus TCP polling of BMS units whose protocol is `MODBUS_TCP`.
@@ -256,6 +278,7 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             live: LiveConfig::default(),
             modbus: ModbusConfig::default(),
+            mqtt: None,
             demo: DemoConfig::default(),
         }
     }

@@ -15,6 +15,11 @@ pub fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
+/// The machine's Mosquitto, unless `TEST_MQTT_URL` says otherwise.
+pub fn mqtt_url() -> String {
+    std::env::var("TEST_MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".to_owned())
+}
+
 /// Base URL of the PostgreSQL used by tests and benchmarks.
 pub fn pg_base_url() -> String {
     std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_TEST_PG.to_owned())

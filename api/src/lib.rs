@@ -139,6 +139,14 @@ impl App {
         })
     }
 
+    /// Starts MQTT ingestion when configured; abort the handle to stop.
+    pub fn start_mqtt(&self) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+        let Some(config) = self.config.mqtt.clone() else {
+            return Ok(None);
+        };
+        ingest::mqtt::spawn(config, self.ingestor.clone(), self.system("mqtt")).map(Some)
+    }
+
     /// The principal used by the server's own jobs (demo generator, …).
     pub fn system(&self, what: &str) -> Principal {
         Principal::operator(self.default_tenant, format!("system:{what}"))

@@ -123,10 +123,11 @@ async fn main() -> anyhow::Result<()> {
             let retention =
                 telemetry::retention::spawn(app.db.clone(), app.config.retention.clone());
             let modbus = app.start_modbus();
+            let mqtt = app.start_mqtt()?;
             app.serve(shutdown_signal()).await?;
             retention.abort();
-            if let Some(m) = modbus {
-                m.abort();
+            for task in modbus.into_iter().chain(mqtt) {
+                task.abort();
             }
             if let Some(task) = demo_task {
                 task.stop().await;
