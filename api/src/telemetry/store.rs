@@ -7,10 +7,11 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use entities::{battery, battery_rollup, battery_sample};
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::{ArrayType, Expr, ExprTrait, Value};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait, IntoActiveModel,
-    QueryFilter, QueryOrder, QuerySelect, TransactionTrait, TryInsertResult,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend,
+    EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, Statement,
+    TransactionTrait, TryInsertResult,
 };
 
 use super::checks::Checked;
@@ -19,6 +20,80 @@ use crate::error::ApiResult;
 
 /// Rows per INSERT: 13 columns × 1000 stays under SQLite's 32,766 bound parameters.
 const ROWS_PER_STATEMENT: usize = 1000;
+
+/// Rows per PostgreSQL `UNNEST` statement (13 array parameters, whatever the size).
+const ROWS_PER_ARRAY_STATEMENT: usize = 10_000;
+
+/// PostgreSQL: inserts with one array parameter per column
+/// (`INSERT … SELECT … FROM UNNEST(…)`), much cheaper to parse and bind than
+/// thousands of scalar parameters; returns the keys that were new. Array
+/// elements cannot be NULL when bound, so absent values travel as NaN (and
+/// -1 for the cycle count) — values the checks never accept — and become
+/// NULL again in SQL.
+async fn insert_unnest(txn: &DatabaseTransaction, rows: &[Checked]) -> ApiResult<Vec<SampleKey>> {
+    let array = |ty: ArrayType, values: Vec<Value>| Value::Array(ty, Some(Box::new(values)));
+    let doubles = |f: fn(&battery_sample::Model) -> Option<f64>| {
+        array(
+            ArrayType::Double,
+            rows.iter()
+                .map(|r| Value::Double(Some(f(&r.sample).unwrap_or(f64::NAN))))
+                .collect(),
+        )
+    };
+    let values = vec![
+        array(
+            ArrayType::BigInt,
+            rows.iter()
+                .map(|r| Value::BigInt(Some(r.sample.battery_id)))
+                .collect(),
+        ),
+        array(
+            ArrayType::ChronoDateTimeUtc,
+            rows.iter().map(|r| Value::from(r.sample.ts)).collect(),
+        ),
+        doubles(|s| s.voltage_v),
+        doubles(|s| s.current_a),
+        doubles(|s| s.power_w),
+        doubles(|s| s.soc_pct),
+        doubles(|s| s.soh_pct),
+        doubles(|s| s.temp_min_c),
+        doubles(|s| s.temp_max_c),
+        doubles(|s| s.temp_avg_c),
+        doubles(|s| s.energy_kwh),
+        doubles(|s| s.efficiency_pct),
+        array(
+            ArrayType::Int,
+            rows.iter()
+                .map(|r| Value::Int(Some(r.sample.cycle_count.unwrap_or(-1))))
+                .collect(),
+        ),
+    ];
+    let sql = "INSERT INTO battery_samples (battery_id, ts, voltage_v, current_a, power_w, soc_pct, soh_pct, \
+               temp_min_c, temp_max_c, temp_avg_c, energy_kwh, efficiency_pct, cycle_count) \
+               SELECT b, t, NULLIF(v, 'NaN'), NULLIF(a, 'NaN'), NULLIF(p, 'NaN'), NULLIF(soc, 'NaN'), \
+               NULLIF(soh, 'NaN'), NULLIF(tmin, 'NaN'), NULLIF(tmax, 'NaN'), NULLIF(tavg, 'NaN'), NULLIF(e, 'NaN'), \
+               NULLIF(eff, 'NaN'), NULLIF(c, -1) \
+               FROM UNNEST($1::bigint[], $2::timestamptz[], $3::float8[], $4::float8[], $5::float8[], $6::float8[], \
+               $7::float8[], $8::float8[], $9::float8[], $10::float8[], $11::float8[], $12::float8[], $13::int[]) \
+               AS u(b, t, v, a, p, soc, soh, tmin, tmax, tavg, e, eff, c) \
+               ON CONFLICT (battery_id, ts) DO NOTHING RETURNING battery_id, ts";
+    let result = txn
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            values,
+        ))
+        .await?;
+    result
+        .iter()
+        .map(|row| {
+            Ok((
+                row.try_get::<i64>("", "battery_id")?,
+                row.try_get::<DateTime<Utc>>("", "ts")?,
+            ))
+        })
+        .collect()
+}
 
 /// Keys of stored samples.
 pub type SampleKey = (i64, DateTime<Utc>);
@@ -44,18 +119,24 @@ pub async fn write(db: &DatabaseConnection, rows: &[Checked]) -> ApiResult<HashS
         .into_iter()
         .filter_map(|(id, last)| last.map(|l| (id, l)))
         .collect();
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let result = battery_sample::Entity::insert_many(
-            chunk.iter().map(|r| r.sample.clone().into_active_model()),
-        )
-        .on_conflict_do_nothing_on([
-            battery_sample::Column::BatteryId,
-            battery_sample::Column::Ts,
-        ])
-        .exec_with_returning_keys(&txn)
-        .await?;
-        if let TryInsertResult::Inserted(keys) = result {
-            inserted.extend(keys);
+    if txn.get_database_backend() == DbBackend::Postgres {
+        for chunk in rows.chunks(ROWS_PER_ARRAY_STATEMENT) {
+            inserted.extend(insert_unnest(&txn, chunk).await?);
+        }
+    } else {
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let result = battery_sample::Entity::insert_many(
+                chunk.iter().map(|r| r.sample.clone().into_active_model()),
+            )
+            .on_conflict_do_nothing_on([
+                battery_sample::Column::BatteryId,
+                battery_sample::Column::Ts,
+            ])
+            .exec_with_returning_keys(&txn)
+            .await?;
+            if let TryInsertResult::Inserted(keys) = result {
+                inserted.extend(keys);
+            }
         }
     }
     // The rows that were stored: the first occurrence of each new key.
