@@ -95,6 +95,48 @@ async fn insert_unnest(txn: &DatabaseTransaction, rows: &[Checked]) -> ApiResult
         .collect()
 }
 
+/// PostgreSQL: moves each battery's latest-sample pointer (and SOH) forward
+/// in one statement; never backwards for late samples.
+async fn set_latest_unnest(
+    txn: &DatabaseTransaction,
+    newest: &[&battery_sample::Model],
+) -> ApiResult<()> {
+    if newest.is_empty() {
+        return Ok(());
+    }
+    let array = |ty: ArrayType, values: Vec<Value>| Value::Array(ty, Some(Box::new(values)));
+    let values = vec![
+        array(
+            ArrayType::BigInt,
+            newest
+                .iter()
+                .map(|s| Value::BigInt(Some(s.battery_id)))
+                .collect(),
+        ),
+        array(
+            ArrayType::ChronoDateTimeUtc,
+            newest.iter().map(|s| Value::from(s.ts)).collect(),
+        ),
+        array(
+            ArrayType::Double,
+            newest
+                .iter()
+                .map(|s| Value::Double(Some(s.soh_pct.unwrap_or(f64::NAN))))
+                .collect(),
+        ),
+    ];
+    let sql = "UPDATE batteries AS b SET last_sample_at = u.t, soh_pct = COALESCE(NULLIF(u.soh, 'NaN'), b.soh_pct) \
+               FROM UNNEST($1::bigint[], $2::timestamptz[], $3::float8[]) AS u(id, t, soh) \
+               WHERE b.id = u.id AND (b.last_sample_at IS NULL OR b.last_sample_at < u.t)";
+    txn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        sql,
+        values,
+    ))
+    .await?;
+    Ok(())
+}
+
 /// Keys of stored samples.
 pub type SampleKey = (i64, DateTime<Utc>);
 
@@ -154,24 +196,29 @@ pub async fn write(db: &DatabaseConnection, rows: &[Checked]) -> ApiResult<HashS
             *entry = s;
         }
     }
-    for s in newest.values() {
-        battery::Entity::update_many()
-            .col_expr(battery::Column::LastSampleAt, Expr::value(s.ts))
-            .col_expr(
-                battery::Column::SohPct,
-                match s.soh_pct {
-                    Some(v) => Expr::value(v),
-                    None => Expr::col(battery::Column::SohPct),
-                },
-            )
-            .filter(battery::Column::Id.eq(s.battery_id))
-            .filter(
-                Condition::any()
-                    .add(battery::Column::LastSampleAt.is_null())
-                    .add(battery::Column::LastSampleAt.lt(s.ts)),
-            )
-            .exec(&txn)
-            .await?;
+    let newest: Vec<&battery_sample::Model> = newest.into_values().collect();
+    if txn.get_database_backend() == DbBackend::Postgres {
+        set_latest_unnest(&txn, &newest).await?;
+    } else {
+        for s in newest {
+            battery::Entity::update_many()
+                .col_expr(battery::Column::LastSampleAt, Expr::value(s.ts))
+                .col_expr(
+                    battery::Column::SohPct,
+                    match s.soh_pct {
+                        Some(v) => Expr::value(v),
+                        None => Expr::col(battery::Column::SohPct),
+                    },
+                )
+                .filter(battery::Column::Id.eq(s.battery_id))
+                .filter(
+                    Condition::any()
+                        .add(battery::Column::LastSampleAt.is_null())
+                        .add(battery::Column::LastSampleAt.lt(s.ts)),
+                )
+                .exec(&txn)
+                .await?;
+        }
     }
     txn.commit().await?;
     Ok(inserted)
