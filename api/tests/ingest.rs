@@ -16,16 +16,6 @@ on_both_backends!(
     large_gzip_body_streams
 );
 
-async fn stored_count(t: &TestApp, battery: &str) -> u64 {
-    t.data(
-        "query($id: ID!) { batteryMetrics(batteryId: $id, from: \"2020-01-01T00:00:00Z\", resolution: RAW, first: 0) { totalCount } }",
-        json!({ "id": battery }),
-    )
-    .await["batteryMetrics"]["totalCount"]
-        .as_u64()
-        .unwrap()
-}
-
 async fn post(
     t: &TestApp,
     content_type: &str,
@@ -95,7 +85,7 @@ async fn graphql_batches_keep_valid_samples(t: TestApp) {
     assert_eq!(r["stored"], 2);
     assert_eq!(r["duplicates"], 1);
     assert_eq!(r["rejectedCount"], 6);
-    assert_eq!(stored_count(&t, &ids[4]).await, 2);
+    assert_eq!(t.raw_sample_count(&ids[4]).await, 2);
 
     // Out of order: the newest sample stays the battery's latest.
     let latest = t
@@ -113,7 +103,7 @@ async fn graphql_batches_keep_valid_samples(t: TestApp) {
         .await;
     assert_eq!(again["ingestSamples"]["stored"], 0);
     assert_eq!(again["ingestSamples"]["duplicates"], 1);
-    assert_eq!(stored_count(&t, &ids[4]).await, 2);
+    assert_eq!(t.raw_sample_count(&ids[4]).await, 2);
 }
 
 async fn ndjson_and_csv_bodies(t: TestApp) {
@@ -163,7 +153,7 @@ async fn ndjson_and_csv_bodies(t: TestApp) {
         vec!["NOT_FINITE", "MALFORMED", "MALFORMED"],
         "{body}"
     );
-    assert_eq!(stored_count(&t, &ids[4]).await, 4);
+    assert_eq!(t.raw_sample_count(&ids[4]).await, 4);
 
     let (status, body) = post(
         &t,
@@ -225,5 +215,5 @@ async fn large_gzip_body_streams(t: TestApp) {
         report["rejected"][0]["index"], 7_777,
         "indices count across chunks"
     );
-    assert_eq!(stored_count(&t, &ids[4]).await, (n - 1) as u64);
+    assert_eq!(t.raw_sample_count(&ids[4]).await, (n - 1) as u64);
 }

@@ -10,16 +10,6 @@ use rumqttc::{AsyncClient, MqttOptions, QoS};
 use serde_json::json;
 use trackingbms_api::config::MqttConfig;
 
-async fn stored(t: &TestApp, battery: &str) -> u64 {
-    t.data(
-        "query($id: ID!) { batteryMetrics(batteryId: $id, from: \"2020-01-01T00:00:00Z\", resolution: RAW, first: 0) { totalCount } }",
-        json!({ "id": battery }),
-    )
-    .await["batteryMetrics"]["totalCount"]
-        .as_u64()
-        .unwrap()
-}
-
 async fn mqtt_payloads_are_ingested(backend: Backend) {
     let root = format!("tbmstest/{:016x}", rand::random::<u64>());
     let broker = trackingbms_api::fixtures::mqtt_url();
@@ -60,7 +50,7 @@ async fn mqtt_payloads_are_ingested(backend: Backend) {
     // Until the server has subscribed, messages are not retained: probe.
     let started = Instant::now();
     let mut k = 0;
-    while stored(&t, &ids[4]).await == 0 {
+    while t.raw_sample_count(&ids[4]).await == 0 {
         assert!(
             started.elapsed() < Duration::from_secs(20),
             "the MQTT subscriber never received a message"
@@ -69,7 +59,7 @@ async fn mqtt_payloads_are_ingested(backend: Backend) {
         k += 1;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let before = stored(&t, &ids[4]).await;
+    let before = t.raw_sample_count(&ids[4]).await;
 
     publish(json!({ "battery": ids[4], "ts": "2026-04-02T00:00:00Z", "socPct": 50.0, "voltageV": 51.0 }).to_string()).await;
     publish(
@@ -88,7 +78,7 @@ async fn mqtt_payloads_are_ingested(backend: Backend) {
     .await;
 
     let started = Instant::now();
-    while stored(&t, &ids[4]).await < before + 3 {
+    while t.raw_sample_count(&ids[4]).await < before + 3 {
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "MQTT samples were not stored"
@@ -97,7 +87,7 @@ async fn mqtt_payloads_are_ingested(backend: Backend) {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        stored(&t, &ids[4]).await,
+        t.raw_sample_count(&ids[4]).await,
         before + 3,
         "only the valid samples are stored"
     );

@@ -20,25 +20,8 @@ use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use crate::App;
 use crate::error::{ApiError, ErrorCode};
 use crate::telemetry::checks::MALFORMED;
-use crate::telemetry::input::{IngestReport, RejectedSample, SampleInput};
+use crate::telemetry::input::{IngestReport, MEASUREMENTS, RejectedSample, SampleInput};
 use crate::telemetry::pipeline::Record;
-
-/// Field names a CSV header may use: those of `SampleInput`.
-const CSV_FIELDS: [&str; 13] = [
-    "battery",
-    "ts",
-    "voltageV",
-    "currentA",
-    "powerW",
-    "socPct",
-    "sohPct",
-    "tempMinC",
-    "tempMaxC",
-    "tempAvgC",
-    "energyKwh",
-    "efficiencyPct",
-    "cycleCount",
-];
 
 #[derive(Clone, Copy, PartialEq)]
 enum Format {
@@ -266,11 +249,12 @@ fn parse_header(line: &str) -> Result<csv::StringRecord, String> {
         .next()
         .and_then(Result::ok)
         .ok_or_else(|| "the CSV header row is unreadable".to_owned())?;
-    let unknown: Vec<&str> = header.iter().filter(|h| !CSV_FIELDS.contains(h)).collect();
+    let known = |h: &str| h == "battery" || h == "ts" || MEASUREMENTS.contains(&h);
+    let unknown: Vec<&str> = header.iter().filter(|h| !known(h)).collect();
     if !unknown.is_empty() {
         return Err(format!(
-            "unknown CSV column(s) {unknown:?}; columns are {}",
-            CSV_FIELDS.join(", ")
+            "unknown CSV column(s) {unknown:?}; columns are battery, ts, {}",
+            MEASUREMENTS.join(", ")
         ));
     }
     for required in ["battery", "ts"] {

@@ -5,6 +5,22 @@ use async_graphql::{InputObject, SimpleObject};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+/// The measurement fields of a sample (besides `battery` and `ts`), as
+/// named in GraphQL, NDJSON, CSV headers and register maps.
+pub const MEASUREMENTS: [&str; 11] = [
+    "voltageV",
+    "currentA",
+    "powerW",
+    "socPct",
+    "sohPct",
+    "tempMinC",
+    "tempMaxC",
+    "tempAvgC",
+    "energyKwh",
+    "efficiencyPct",
+    "cycleCount",
+];
+
 /// One telemetry sample. `battery` is the battery's global id or its serial.
 /// Current is positive while charging, negative while discharging.
 #[derive(InputObject, Deserialize, Clone, Debug, PartialEq)]

@@ -105,6 +105,17 @@ impl TestApp {
             .boxed()
     }
 
+    /// Raw samples stored for a battery (global id), all time.
+    pub async fn raw_sample_count(&self, battery: &str) -> u64 {
+        self.data(
+            "query($id: ID!) { batteryMetrics(batteryId: $id, from: \"2000-01-01T00:00:00Z\", resolution: RAW, first: 0) { totalCount } }",
+            json!({ "id": battery }),
+        )
+        .await["batteryMetrics"]["totalCount"]
+            .as_u64()
+            .unwrap()
+    }
+
     /// SQL statements executed so far by this app.
     pub fn statements(&self) -> u64 {
         self.app.metrics.db_statement_count()

@@ -8,27 +8,12 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::telemetry::input::SampleInput;
+use crate::telemetry::input::{MEASUREMENTS, SampleInput};
 
 /// Register maps compiled into the binary.
 const BUILTIN: [&str; 2] = [
     include_str!("../../../register-maps/sunspec-802.toml"),
     include_str!("../../../register-maps/flat-basic.toml"),
-];
-
-/// Sample fields a map may fill.
-pub const TARGETS: [&str; 11] = [
-    "voltageV",
-    "currentA",
-    "powerW",
-    "socPct",
-    "sohPct",
-    "tempMinC",
-    "tempMaxC",
-    "tempAvgC",
-    "energyKwh",
-    "efficiencyPct",
-    "cycleCount",
 ];
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -92,7 +77,7 @@ impl RegisterMap {
         };
         for f in &map.fields {
             anyhow::ensure!(
-                TARGETS.contains(&f.target.as_str()),
+                MEASUREMENTS.contains(&f.target.as_str()),
                 "map '{}': unknown target '{}'",
                 map.name,
                 f.target
