@@ -93,8 +93,6 @@ impl Default for ModbusConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LiveConfig {
-    /// Events buffered per replica for subscribers that fall behind.
-    pub bus_capacity: usize,
     /// Events queued per subscriber before it is marked as lagging and
     /// further events are dropped for it (counted in `missed`).
     pub subscriber_queue: usize,
@@ -107,7 +105,6 @@ pub struct LiveConfig {
 impl Default for LiveConfig {
     fn default() -> Self {
         Self {
-            bus_capacity: 65_536,
             subscriber_queue: 1_024,
             max_replay: 100_000,
             redis_channel: "trackingbms:samples".into(),

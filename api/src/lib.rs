@@ -90,10 +90,8 @@ impl App {
             config.modbus.offline_after_failures,
         ));
         let bus = match config.redis_url.as_deref().filter(|u| !u.is_empty()) {
-            Some(url) => {
-                Bus::redis(url, &config.live.redis_channel, config.live.bus_capacity).await?
-            }
-            None => Bus::local(config.live.bus_capacity),
+            Some(url) => Bus::redis(url, &config.live.redis_channel).await?,
+            None => Bus::local(),
         };
         let ingestor = Ingestor::new(db.clone(), config.ingest.clone(), bus.clone());
         let schema = graphql::builder(&config.limits)

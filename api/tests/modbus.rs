@@ -118,8 +118,10 @@ async fn polls_scales_and_tracks_connection(backend: Backend) {
     let supervisor = t.app.start_modbus().expect("polling enabled");
 
     let vars = json!({ "b": ids[4], "m": bms });
+    // The state turns ONLINE just after the polled sample is acknowledged.
     let state = wait_for(&t, "a polled sample", STATE, vars.clone(), |d| {
         d["battery"]["latestSample"].is_object()
+            && d["bms"]["connectionState"]["status"] == "ONLINE"
     })
     .await;
     let s = &state["battery"]["latestSample"];

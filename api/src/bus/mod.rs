@@ -1,16 +1,21 @@
 //! Committed-sample events, fanned out to live subscribers. The writer
-//! publishes every batch it commits; each replica delivers to its own
-//! subscribers through a bounded broadcast channel. With `REDIS_URL` set,
-//! batches go through Redis pub/sub so a sample ingested on one replica
-//! reaches subscribers on every replica; without it, delivery is in-process.
+//! publishes every batch it commits; each replica routes every event only to
+//! the subscriptions whose scope contains it (indexed by battery, BMS, zone,
+//! site, client or tenant), each through its own bounded queue — a full
+//! queue drops the event for that subscriber alone and counts it as missed.
+//! With `REDIS_URL` set, batches go through Redis pub/sub so a sample
+//! ingested on one replica reaches subscribers on every replica; without it,
+//! delivery is in-process.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use entities::battery_sample;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
+use tokio::sync::mpsc;
 
 /// Where a battery sits, so subscriptions can filter by scope without a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,23 +34,104 @@ pub struct SampleEvent {
     pub sample: battery_sample::Model,
 }
 
+/// What a subscription is indexed by: the level of its scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RouteKey {
+    Tenant(i64),
+    Client(i64),
+    Site(i64),
+    Zone(i64),
+    Bms(i64),
+    Battery(i64),
+}
+
+/// Extra check applied to routed events (the caller's client/site scope).
+pub type Accepts = Arc<dyn Fn(&Owner, i64) -> bool + Send + Sync>;
+
+struct Route {
+    id: u64,
+    tx: mpsc::Sender<Arc<SampleEvent>>,
+    missed: Arc<AtomicU64>,
+    accepts: Accepts,
+}
+
+#[derive(Default)]
+struct Routes {
+    by_key: RwLock<HashMap<RouteKey, Vec<Route>>>,
+    next_id: AtomicU64,
+}
+
+impl Routes {
+    /// Hands `e` to every subscription whose scope contains it.
+    fn deliver(&self, e: SampleEvent) {
+        let Ok(by_key) = self.by_key.read() else {
+            return;
+        };
+        let o = e.owner;
+        let keys = [
+            RouteKey::Battery(e.sample.battery_id),
+            RouteKey::Bms(o.bms_id),
+            RouteKey::Zone(o.zone_id),
+            RouteKey::Site(o.site_id),
+            RouteKey::Client(o.client_id),
+            RouteKey::Tenant(o.tenant_id),
+        ];
+        let event = Arc::new(e);
+        for key in keys {
+            for route in by_key.get(&key).into_iter().flatten() {
+                if !(route.accepts)(&o, event.sample.battery_id) {
+                    continue;
+                }
+                if route.tx.try_send(event.clone()).is_err() {
+                    route.missed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// A registered subscription; dropping it unregisters it.
+pub struct Subscription {
+    pub events: mpsc::Receiver<Arc<SampleEvent>>,
+    /// Events dropped because `events` was full.
+    pub missed: Arc<AtomicU64>,
+    key: RouteKey,
+    id: u64,
+    routes: Arc<Routes>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Ok(mut by_key) = self.routes.by_key.write()
+            && let Some(list) = by_key.get_mut(&self.key)
+        {
+            list.retain(|r| r.id != self.id);
+            if list.is_empty() {
+                by_key.remove(&self.key);
+            }
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Bus {
-    local: broadcast::Sender<Arc<SampleEvent>>,
+    routes: Arc<Routes>,
     redis: Option<(redis::aio::MultiplexedConnection, Arc<str>)>,
 }
 
 impl Bus {
     /// In-process delivery only.
-    pub fn local(capacity: usize) -> Self {
-        let (local, _) = broadcast::channel(capacity.max(16));
-        Self { local, redis: None }
+    pub fn local() -> Self {
+        Self {
+            routes: Arc::default(),
+            redis: None,
+        }
     }
 
-    /// Delivery through Redis: publishes there and forwards what Redis sends
+    /// Delivery through Redis: publishes there and routes what Redis sends
     /// (including this replica's own batches) to local subscribers.
     /// `channel` carries JSON arrays of [`SampleEvent`].
-    pub async fn redis(url: &str, channel: &str, capacity: usize) -> anyhow::Result<Self> {
+    pub async fn redis(url: &str, channel: &str) -> anyhow::Result<Self> {
         let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?;
         let publisher = client
             .get_multiplexed_async_connection()
@@ -53,7 +139,7 @@ impl Bus {
             .map_err(|e| anyhow::anyhow!("cannot connect to Redis: {e}"))?;
         let bus = Self {
             redis: Some((publisher, Arc::from(channel))),
-            ..Self::local(capacity)
+            ..Self::local()
         };
         // Subscribe before returning, so nothing published afterwards is missed.
         let pubsub = subscribe(&client, channel).await?;
@@ -61,7 +147,7 @@ impl Bus {
             client,
             channel.to_owned(),
             pubsub,
-            bus.local.clone(),
+            bus.routes.clone(),
         ));
         Ok(bus)
     }
@@ -90,18 +176,32 @@ impl Bus {
                 }
             }
         }
-        self.deliver(events);
-    }
-
-    fn deliver(&self, events: Vec<SampleEvent>) {
         for e in events {
-            // No receiver is not an error.
-            let _ = self.local.send(Arc::new(e));
+            self.routes.deliver(e);
         }
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<SampleEvent>> {
-        self.local.subscribe()
+    /// Registers a subscription for events under `key` that also pass
+    /// `accepts`, queued up to `capacity`.
+    pub fn subscribe(&self, key: RouteKey, capacity: usize, accepts: Accepts) -> Subscription {
+        let (tx, events) = mpsc::channel(capacity.max(1));
+        let missed = Arc::new(AtomicU64::new(0));
+        let id = self.routes.next_id.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut by_key) = self.routes.by_key.write() {
+            by_key.entry(key).or_default().push(Route {
+                id,
+                tx,
+                missed: missed.clone(),
+                accepts,
+            });
+        }
+        Subscription {
+            events,
+            missed,
+            key,
+            id,
+            routes: self.routes.clone(),
+        }
     }
 }
 
@@ -122,7 +222,7 @@ async fn forward(
     client: redis::Client,
     channel: String,
     mut pubsub: redis::aio::PubSub,
-    local: broadcast::Sender<Arc<SampleEvent>>,
+    routes: Arc<Routes>,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -140,7 +240,7 @@ async fn forward(
                 match serde_json::from_str::<Vec<SampleEvent>>(&payload) {
                     Ok(events) => {
                         for e in events {
-                            let _ = local.send(Arc::new(e));
+                            routes.deliver(e);
                         }
                     }
                     Err(err) => tracing::warn!(%err, "malformed sample events on Redis"),

@@ -22,12 +22,12 @@ use chrono::{DateTime, Utc};
 use entities::{battery, battery_sample, bms, client, site, zone};
 use futures_util::Stream;
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::graphql::Sample;
 use crate::auth::Principal;
-use crate::bus::{Bus, Owner, SampleEvent};
+use crate::bus::{Accepts, Bus, Owner, RouteKey, SampleEvent, Subscription};
 use crate::config::LiveConfig;
 use crate::error::ApiError;
 use crate::hierarchy::HierarchyService;
@@ -79,6 +79,18 @@ impl Filter {
 
     pub(crate) fn level(&self) -> Option<Kind> {
         self.level.map(|(k, _)| k)
+    }
+
+    /// The bus index this scope is registered under.
+    fn route_key(&self) -> RouteKey {
+        match self.level {
+            None => RouteKey::Tenant(self.who.tenant_id),
+            Some((Kind::Battery, id)) => RouteKey::Battery(id),
+            Some((Kind::Bms, id)) => RouteKey::Bms(id),
+            Some((Kind::Zone, id)) => RouteKey::Zone(id),
+            Some((Kind::Site, id)) => RouteKey::Site(id),
+            Some((Kind::Client, id)) => RouteKey::Client(id),
+        }
     }
 
     pub(crate) fn accepts(&self, o: &Owner, battery_id: i64) -> bool {
@@ -251,7 +263,7 @@ impl Delivery {
 
 async fn run(
     db: DatabaseConnection,
-    mut rx: broadcast::Receiver<Arc<SampleEvent>>,
+    mut sub: Subscription,
     filter: Filter,
     since: Option<DateTime<Utc>>,
     min_interval: Option<Duration>,
@@ -280,15 +292,9 @@ async fn run(
     let mut tick = tokio::time::interval(min_interval.unwrap_or(Duration::from_secs(3600)));
     loop {
         tokio::select! {
-            received = rx.recv() => {
-                let event = match received {
-                    Ok(e) => e,
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        out.missed += n;
-                        continue;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                };
+            received = sub.events.recv() => {
+                let Some(event) = received else { return };
+                out.missed += sub.missed.swap(0, std::sync::atomic::Ordering::Relaxed);
                 let battery = event.sample.battery_id;
                 if !filter.accepts(&event.owner, battery)
                     || (!replayed.is_empty() && replayed.remove(&(battery, event.sample.ts)))
@@ -360,11 +366,15 @@ impl TelemetrySubscription {
         };
         let filter = Filter::new(&db, who, scope.unwrap_or_default()).await?;
         // Listen before replaying, so nothing committed in between is lost.
-        let rx = bus.subscribe();
+        let accepts: Accepts = {
+            let filter = filter.clone();
+            Arc::new(move |owner, battery| filter.accepts(owner, battery))
+        };
+        let sub = bus.subscribe(filter.route_key(), config.subscriber_queue, accepts);
         let (tx, events) = mpsc::channel(config.subscriber_queue.max(1));
         tokio::spawn(run(
             db,
-            rx,
+            sub,
             filter,
             since,
             min_interval,

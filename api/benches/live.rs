@@ -1,0 +1,192 @@
+//! Live fan-out: ingest → subscriber latency at a sustained ingest rate with
+//! many subscribers (each watching one battery), and the memory of idle
+//! subscriptions. In process, on SQLite, samples go through the real
+//! pipeline (checks, writer, commit, bus, subscription).
+//!
+//!     cargo bench -p trackingbms-api --bench live
+//!
+//! Environment: LIVE_RATE (samples/s, default 50000), LIVE_SUBSCRIBERS
+//! (default 1000), LIVE_SECONDS (default 5), LIVE_IDLE (default 10000).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio::sync::Mutex;
+use trackingbms_api::demo::fleet::FleetSpec;
+use trackingbms_api::ids::{self, Kind};
+use trackingbms_api::telemetry::input::SampleInput;
+use trackingbms_api::{App, Config, fixtures};
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+const LIVE: &str =
+    "subscription($b: ID!) { liveMetrics(scope: {batteryId: $b}) { sample { ts } } }";
+
+fn subscribe(
+    app: &App,
+    battery: i64,
+) -> futures_util::stream::BoxStream<'static, async_graphql::Response> {
+    let req = async_graphql::Request::new(LIVE)
+        .variables(async_graphql::Variables::from_json(
+            serde_json::json!({ "b": ids::encode(Kind::Battery, battery).0 }),
+        ))
+        .data(app.system("bench"));
+    app.schema.execute_stream(req).boxed()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let rate = env("LIVE_RATE", 50_000);
+    let subscribers = env("LIVE_SUBSCRIBERS", 1_000);
+    let seconds = env("LIVE_SECONDS", 5);
+    let idle = env("LIVE_IDLE", 10_000);
+
+    let dir = tempfile::tempdir()?;
+    let mut config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    config.modbus.enabled = false;
+    let app = App::build(config).await?;
+    let spec = FleetSpec {
+        clients: 1,
+        sites_per_client: 1,
+        zones_per_site: 1,
+        bms_per_zone: 10,
+        batteries_per_bms: subscribers.div_ceil(10),
+        seed: 5,
+    };
+    let created = fixtures::seed_fleet(&app, &spec).await?;
+    let batteries: Vec<i64> = {
+        use sea_orm::EntityTrait;
+        entities::battery::Entity::find()
+            .all(&app.db)
+            .await?
+            .into_iter()
+            .map(|b| b.id)
+            .collect()
+    };
+    anyhow::ensure!(batteries.len() == created);
+
+    // Idle subscriptions: memory per subscription.
+    let before = rss_mb();
+    let mut idle_streams = Vec::with_capacity(idle);
+    for k in 0..idle {
+        let mut s = subscribe(&app, batteries[k % batteries.len()]);
+        // Poll once so the subscription is set up.
+        let _ = tokio::time::timeout(Duration::from_micros(1), s.next()).await;
+        idle_streams.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_mb();
+    println!(
+        "idle: {idle} subscriptions take {:.1} MB ({:.1} KB each); process RSS {:.1} MB",
+        after - before,
+        (after - before) * 1024.0 / idle as f64,
+        after
+    );
+    drop(idle_streams);
+
+    // Active subscribers, one per battery, recording latency from the
+    // sample's timestamp (set when it is produced) to its arrival.
+    let latencies = Arc::new(Mutex::new(Vec::<f64>::new()));
+    let mut tasks = Vec::new();
+    for &b in batteries.iter().take(subscribers) {
+        let mut stream = subscribe(&app, b);
+        let latencies = latencies.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(resp) = stream.next().await {
+                let now = chrono::Utc::now();
+                let data = resp.data.into_json().unwrap_or_default();
+                if let Some(ts) = data["liveMetrics"]["sample"]["ts"].as_str()
+                    && let Ok(t) = chrono::DateTime::parse_from_rfc3339(ts)
+                {
+                    let ms = (now - t.to_utc()).num_microseconds().unwrap_or(0) as f64 / 1000.0;
+                    latencies.lock().await.push(ms);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let who = app.system("bench");
+    let tick = Duration::from_millis(10);
+    let per_tick = rate / 100;
+    let started = Instant::now();
+    let mut sent = 0usize;
+    let mut next = Instant::now();
+    let mut cursor = 0usize;
+    while started.elapsed() < Duration::from_secs(seconds as u64) {
+        next += tick;
+        let now = trackingbms_api::clock::now();
+        let records: Vec<_> = (0..per_tick)
+            .map(|i| {
+                let b = batteries[(cursor + i) % batteries.len()];
+                let s = SampleInput {
+                    battery: ids::encode(Kind::Battery, b).0,
+                    ts: now
+                        + chrono::Duration::microseconds(((cursor + i) / batteries.len()) as i64),
+                    voltage_v: Some(51.0),
+                    current_a: Some(-5.0),
+                    power_w: None,
+                    soc_pct: Some(50.0),
+                    soh_pct: None,
+                    temp_min_c: None,
+                    temp_max_c: None,
+                    temp_avg_c: Some(24.0),
+                    energy_kwh: None,
+                    efficiency_pct: None,
+                    cycle_count: None,
+                };
+                (i as u64, Ok(s))
+            })
+            .collect();
+        cursor += per_tick;
+        let ingestor = app.ingestor.clone();
+        let who = who.clone();
+        tokio::spawn(async move {
+            let _ = ingestor.ingest(&who, records).await;
+        });
+        sent += per_tick;
+        tokio::time::sleep_until(next.into()).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    drop(app);
+    for t in &tasks {
+        t.abort();
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let mut lat = latencies.lock().await.clone();
+    anyhow::ensure!(!lat.is_empty(), "no sample reached a subscriber");
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    println!(
+        "active: {subscribers} subscribers, {sent} samples offered at {:.0}/s for {elapsed:.1} s, {} delivered: latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; RSS {:.1} MB",
+        sent as f64 / elapsed,
+        lat.len(),
+        pct(0.5),
+        pct(0.99),
+        lat[lat.len() - 1],
+        rss_mb()
+    );
+    Ok(())
+}
