@@ -82,10 +82,10 @@ impl App {
             .context("reading the default tenant (has `trackingbms migrate` been run?)")?
             .context("the default tenant is missing; run `trackingbms migrate`")?
             .id;
-        let hierarchy = HierarchyService::new(db.clone());
         let register_maps = Arc::new(ingest::modbus::Registry::load(
             config.modbus.register_maps_dir.as_deref(),
         )?);
+        let hierarchy = HierarchyService::new(db.clone(), register_maps.clone());
         let modbus_status = Arc::new(ingest::modbus::StatusRegistry::new(
             config.modbus.offline_after_failures,
         ));

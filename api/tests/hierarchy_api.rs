@@ -518,6 +518,16 @@ async fn validation_errors_carry_codes_and_fields(t: TestApp) {
             "endpoint",
         ),
         (
+            "mutation($p: ID!) { createBms(input: {zoneId: $p, name: \"M\", protocol: MODBUS_TCP, endpoint: \"10.0.0.5:502\"}) { id } }",
+            &a[2],
+            "registerMap",
+        ),
+        (
+            "mutation($p: ID!) { createBms(input: {zoneId: $p, name: \"M\", protocol: MODBUS_TCP, endpoint: \"10.0.0.5:502\", registerMap: \"no-such-map\"}) { id } }",
+            &a[2],
+            "registerMap",
+        ),
+        (
             "mutation($p: ID!) { createBms(input: {zoneId: $p, name: \"M\", pollIntervalMs: 5}) { id } }",
             &a[2],
             "pollIntervalMs",

@@ -170,22 +170,32 @@ async fn polls_scales_and_tracks_connection(backend: Backend) {
     })
     .await;
 
-    // Re-configured without a restart: an unknown map is reported, not polled.
+    // An unknown register map is refused up front.
+    let code = t
+        .error_code(
+            "mutation($m: ID!) { updateBms(id: $m, input: {registerMap: \"no-such-map\"}) { id } }",
+            json!({ "m": bms }),
+        )
+        .await;
+    assert_eq!(code, "VALIDATION_FAILED");
+
+    // Re-configured without a restart: pointed at an address where nothing
+    // listens, the unit goes OFFLINE with the reason.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     t.data(
-        "mutation($m: ID!) { updateBms(id: $m, input: {registerMap: \"no-such-map\"}) { id } }",
-        json!({ "m": bms }),
+        "mutation($m: ID!, $e: String!) { updateBms(id: $m, input: {endpoint: $e}) { id } }",
+        json!({ "m": bms, "e": format!("127.0.0.1:{dead}") }),
     )
     .await;
     let state = wait_for(&t, "reconfiguration", STATE, vars, |d| {
         d["bms"]["connectionState"]["status"] == "OFFLINE"
     })
     .await;
-    assert!(
-        state["bms"]["connectionState"]["lastError"]
-            .as_str()
-            .unwrap()
-            .contains("no-such-map")
-    );
+    assert!(state["bms"]["connectionState"]["lastError"].is_string());
     supervisor.abort();
 }
 

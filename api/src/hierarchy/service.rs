@@ -11,6 +11,8 @@
 //! - A battery can move to any BMS and a BMS to any zone of the tenant; the
 //!   ancestry stored on them (and on the BMS's batteries) follows.
 
+use std::sync::Arc;
+
 use async_graphql::MaybeUndefined;
 use chrono::{DateTime, Utc};
 use entities::{battery, bms, client, site, zone};
@@ -25,6 +27,7 @@ use crate::audit::{self, Change};
 use crate::auth::{Principal, Scoped};
 use crate::error::{ApiError, ApiResult};
 use crate::ids::{self, Kind};
+use crate::ingest::modbus::Registry;
 use crate::validate;
 
 const NAME_MAX: usize = 200;
@@ -99,6 +102,8 @@ fn check_bms(
     protocol: entities::enums::BmsProtocol,
     endpoint: Option<&str>,
     poll_ms: i32,
+    register_map: Option<&str>,
+    maps: &Registry,
 ) -> ApiResult<()> {
     if !(100..=86_400_000).contains(&poll_ms) {
         return Err(ApiError::validation(
@@ -118,6 +123,24 @@ fn check_bms(
                 "MODBUS_TCP needs an endpoint of the form host:port",
             ));
         }
+        if register_map.is_none() {
+            return Err(ApiError::validation(
+                "registerMap",
+                "MODBUS_TCP needs a register map",
+            ));
+        }
+    }
+    if let Some(name) = register_map
+        && maps.get(name).is_none()
+    {
+        let known: Vec<&str> = maps.all().map(|m| m.name.as_str()).collect();
+        return Err(ApiError::validation(
+            "registerMap",
+            format!(
+                "unknown register map '{name}'; known maps: {}",
+                known.join(", ")
+            ),
+        ));
     }
     Ok(())
 }
@@ -159,11 +182,13 @@ async fn delete_where<E: EntityTrait>(
 #[derive(Clone)]
 pub struct HierarchyService {
     db: DatabaseConnection,
+    /// Register maps a Modbus unit may name.
+    register_maps: Arc<Registry>,
 }
 
 impl HierarchyService {
-    pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+    pub fn new(db: DatabaseConnection, register_maps: Arc<Registry>) -> Self {
+        Self { db, register_maps }
     }
 
     pub fn db(&self) -> &DatabaseConnection {
@@ -552,6 +577,8 @@ impl HierarchyService {
             input.protocol.into(),
             endpoint.as_deref(),
             input.poll_interval_ms,
+            register_map.as_deref(),
+            &self.register_maps,
         )?;
         if let Some(c) = input.capacity_kwh {
             validate::positive("capacityKwh", c, 10_000_000.0)?;
@@ -626,12 +653,19 @@ impl HierarchyService {
             500,
         )?;
         let poll = input.poll_interval_ms.unwrap_or(before.poll_interval_ms);
-        check_bms(protocol, endpoint.as_deref(), poll)?;
+        let register_map = merge(&input.register_map, &before.register_map)
+            .map(|m| validate::identifier("registerMap", &m, NAME_MAX))
+            .transpose()?;
+        check_bms(
+            protocol,
+            endpoint.as_deref(),
+            poll,
+            register_map.as_deref(),
+            &self.register_maps,
+        )?;
         am.endpoint = Set(endpoint);
         am.poll_interval_ms = Set(poll);
-        am.register_map = Set(merge(&input.register_map, &before.register_map)
-            .map(|m| validate::identifier("registerMap", &m, NAME_MAX))
-            .transpose()?);
+        am.register_map = Set(register_map);
         let capacity = merge(&input.capacity_kwh, &before.capacity_kwh);
         if let Some(c) = capacity {
             validate::positive("capacityKwh", c, 10_000_000.0)?;
