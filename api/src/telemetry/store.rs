@@ -141,14 +141,14 @@ async fn set_latest_unnest(
 pub type SampleKey = (i64, DateTime<Utc>);
 
 /// Stores samples of existing batteries in one transaction, adds the new
-/// ones to their hourly and daily roll-ups, and returns their keys: a sample
-/// whose (battery, timestamp) is already stored, or repeated in `rows`, is
-/// skipped (idempotent).
-pub async fn write(db: &DatabaseConnection, rows: &[Checked]) -> ApiResult<HashSet<SampleKey>> {
-    let mut inserted = HashSet::with_capacity(rows.len());
+/// ones to their hourly and daily roll-ups, and tells for each row whether it
+/// was new: a sample whose (battery, timestamp) is already stored, or
+/// repeated earlier in `rows`, is skipped (idempotent).
+pub async fn write(db: &DatabaseConnection, rows: &[Checked]) -> ApiResult<Vec<bool>> {
     if rows.is_empty() {
-        return Ok(inserted);
+        return Ok(Vec::new());
     }
+    let mut inserted = HashSet::with_capacity(rows.len());
     let txn = db.begin().await?;
     let battery_ids: HashSet<i64> = rows.iter().map(|r| r.sample.battery_id).collect();
     let previous: HashMap<i64, DateTime<Utc>> = battery::Entity::find()
@@ -182,10 +182,15 @@ pub async fn write(db: &DatabaseConnection, rows: &[Checked]) -> ApiResult<HashS
         }
     }
     // The rows that were stored: the first occurrence of each new key.
-    let mut unclaimed = inserted.clone();
+    let is_new: Vec<bool> = rows
+        .iter()
+        .map(|r| inserted.remove(&(r.sample.battery_id, r.sample.ts)))
+        .collect();
     let new: Vec<&Checked> = rows
         .iter()
-        .filter(|r| unclaimed.remove(&(r.sample.battery_id, r.sample.ts)))
+        .zip(&is_new)
+        .filter(|(_, n)| **n)
+        .map(|(r, _)| r)
         .collect();
     rollup::upsert(&txn, rollup::aggregate(&new, &previous)).await?;
 
@@ -221,7 +226,7 @@ pub async fn write(db: &DatabaseConnection, rows: &[Checked]) -> ApiResult<HashS
         }
     }
     txn.commit().await?;
-    Ok(inserted)
+    Ok(is_new)
 }
 
 /// [`write`] for samples from a trusted source (fixtures, tests), without
@@ -231,7 +236,13 @@ pub async fn write_samples(
     samples: &[battery_sample::Model],
 ) -> ApiResult<HashSet<SampleKey>> {
     let rows: Vec<Checked> = samples.iter().cloned().map(Checked::unflagged).collect();
-    write(db, &rows).await
+    let is_new = write(db, &rows).await?;
+    Ok(samples
+        .iter()
+        .zip(is_new)
+        .filter(|(_, n)| *n)
+        .map(|(s, _)| (s.battery_id, s.ts))
+        .collect())
 }
 
 /// Samples of one battery with `from <= ts < to` and `ts > after`, oldest

@@ -6,14 +6,13 @@
 //! falls behind, producers wait, and after a timeout get `RETRY_LATER` —
 //! nothing acknowledged is ever dropped.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use sea_orm::DatabaseConnection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::checks::Checked;
-use super::store::{self, SampleKey};
+use super::store;
 use crate::bus::{Bus, SampleEvent};
 use crate::error::{ApiError, ApiResult};
 
@@ -72,8 +71,8 @@ impl Writer {
 
 async fn run(db: DatabaseConnection, bus: Bus, mut rx: mpsc::Receiver<Job>, batch_rows: usize) {
     while let Some(first) = rx.recv().await {
-        let mut rows = first.rows.len();
         let mut jobs = vec![first];
+        let mut rows = jobs[0].rows.len();
         while rows < batch_rows {
             match rx.try_recv() {
                 Ok(job) => {
@@ -83,46 +82,41 @@ async fn run(db: DatabaseConnection, bus: Bus, mut rx: mpsc::Receiver<Job>, batc
                 Err(_) => break,
             }
         }
-        let all: Vec<_> = jobs.iter().flat_map(|j| j.rows.iter().cloned()).collect();
+        // One batch for the transaction; each job keeps its row count.
+        let mut all = Vec::with_capacity(rows);
+        let mut replies = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            replies.push((job.reply, job.rows.len()));
+            all.extend(job.rows);
+        }
         match store::write(&db, &all).await {
-            Ok(mut inserted) => {
-                let events = committed_events(&all, &inserted);
-                for job in jobs {
-                    let stored = count_new(&job.rows, &mut inserted);
-                    let _ = job.reply.send(Ok(stored));
+            Ok(is_new) => {
+                let mut flags = is_new.iter();
+                for (reply, len) in replies {
+                    let stored = flags.by_ref().take(len).filter(|n| **n).count() as u64;
+                    let _ = reply.send(Ok(stored));
                 }
+                let events = all
+                    .into_iter()
+                    .zip(is_new)
+                    .filter(|(_, n)| *n)
+                    .filter_map(|(r, _)| {
+                        r.owner.map(|owner| SampleEvent {
+                            owner,
+                            sample: r.sample,
+                        })
+                    })
+                    .collect();
                 bus.publish(events).await;
             }
             Err(err) => {
                 tracing::error!(%err, rows = all.len(), "writing samples failed; producers will retry");
-                for job in jobs {
-                    let _ = job.reply.send(Err(ApiError::RetryLater(
+                for (reply, _) in replies {
+                    let _ = reply.send(Err(ApiError::RetryLater(
                         "storage is unavailable; retry later".into(),
                     )));
                 }
             }
         }
     }
-}
-
-/// Events for the rows that were new (first occurrence of each new key).
-fn committed_events(rows: &[Checked], inserted: &HashSet<SampleKey>) -> Vec<SampleEvent> {
-    let mut unclaimed = inserted.clone();
-    rows.iter()
-        .filter(|r| unclaimed.remove(&(r.sample.battery_id, r.sample.ts)))
-        .filter_map(|r| {
-            r.owner.map(|owner| SampleEvent {
-                owner,
-                sample: r.sample.clone(),
-            })
-        })
-        .collect()
-}
-
-/// Rows of one job that were new; each new key counts once, for the first
-/// job that carried it.
-fn count_new(rows: &[Checked], inserted: &mut HashSet<SampleKey>) -> u64 {
-    rows.iter()
-        .filter(|r| inserted.remove(&(r.sample.battery_id, r.sample.ts)))
-        .count() as u64
 }
