@@ -138,21 +138,14 @@ async fn main() -> anyhow::Result<()> {
         let records: Vec<_> = (0..per_tick)
             .map(|i| {
                 let b = batteries[(cursor + i) % batteries.len()];
+                let ts =
+                    now + chrono::Duration::microseconds(((cursor + i) / batteries.len()) as i64);
                 let s = SampleInput {
-                    battery: ids::encode(Kind::Battery, b).0,
-                    ts: now
-                        + chrono::Duration::microseconds(((cursor + i) / batteries.len()) as i64),
                     voltage_v: Some(51.0),
                     current_a: Some(-5.0),
-                    power_w: None,
                     soc_pct: Some(50.0),
-                    soh_pct: None,
-                    temp_min_c: None,
-                    temp_max_c: None,
                     temp_avg_c: Some(24.0),
-                    energy_kwh: None,
-                    efficiency_pct: None,
-                    cycle_count: None,
+                    ..SampleInput::new(ids::encode(Kind::Battery, b).0, ts)
                 };
                 (i as u64, Ok(s))
             })

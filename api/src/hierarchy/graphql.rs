@@ -177,11 +177,6 @@ macro_rules! named_listing_from {
     }};
 }
 
-fn nested<L>(mut listing: L, level: Level, set: fn(&mut L, Level)) -> L {
-    set(&mut listing, level);
-    listing
-}
-
 // ----- object types ---------------------------------------------------------
 
 /// A customer of the operating company.
@@ -246,11 +241,7 @@ impl Client {
         before: Option<String>,
     ) -> Result<Conn<Site>> {
         let order = order_by.unwrap_or_default();
-        let listing = nested(
-            SiteListing::new(order.field, order.direction),
-            Level::Client,
-            |l, p| l.nested_under = Some(p),
-        );
+        let listing = SiteListing::under(Level::Client, order.field, order.direction);
         child_connection(
             ctx,
             self.0.id,
@@ -307,11 +298,7 @@ impl Site {
         before: Option<String>,
     ) -> Result<Conn<Zone>> {
         let order = order_by.unwrap_or_default();
-        let listing = nested(
-            ZoneListing::new(order.field, order.direction),
-            Level::Site,
-            |l, p| l.nested_under = Some(p),
-        );
+        let listing = ZoneListing::under(Level::Site, order.field, order.direction);
         child_connection(
             ctx,
             self.0.id,
@@ -334,11 +321,7 @@ impl Site {
         before: Option<String>,
     ) -> Result<Conn<Bms>> {
         let order = order_by.unwrap_or_default();
-        let listing = nested(
-            BmsListing::new(order.field, order.direction),
-            Level::Site,
-            |l, p| l.nested_under = Some(p),
-        );
+        let listing = BmsListing::under(Level::Site, order.field, order.direction);
         child_connection(
             ctx,
             self.0.id,
@@ -385,11 +368,7 @@ impl Zone {
         before: Option<String>,
     ) -> Result<Conn<Bms>> {
         let order = order_by.unwrap_or_default();
-        let listing = nested(
-            BmsListing::new(order.field, order.direction),
-            Level::Zone,
-            |l, p| l.nested_under = Some(p),
-        );
+        let listing = BmsListing::under(Level::Zone, order.field, order.direction);
         child_connection(
             ctx,
             self.0.id,

@@ -95,6 +95,14 @@ macro_rules! named_listing {
                     name_contains: None,
                 }
             }
+
+            /// The children of one `level` row (a nested connection).
+            pub fn under(level: Level, order: NamedOrderField, direction: Direction) -> Self {
+                Self {
+                    nested_under: Some(level),
+                    ..Self::new(order, direction)
+                }
+            }
         }
 
         impl $listing {

@@ -56,6 +56,27 @@ pub struct RejectedSample {
     pub message: String,
 }
 
+impl SampleInput {
+    /// A sample of `battery` at `ts` with no measurement yet.
+    pub fn new(battery: String, ts: DateTime<Utc>) -> Self {
+        Self {
+            battery,
+            ts,
+            voltage_v: None,
+            current_a: None,
+            power_w: None,
+            soc_pct: None,
+            soh_pct: None,
+            temp_min_c: None,
+            temp_max_c: None,
+            temp_avg_c: None,
+            energy_kwh: None,
+            efficiency_pct: None,
+            cycle_count: None,
+        }
+    }
+}
+
 impl From<&entities::battery_sample::Model> for SampleInput {
     /// The sample as a producer would send it (battery by global id).
     fn from(m: &entities::battery_sample::Model) -> Self {

@@ -84,21 +84,7 @@ async fn poll_once(
                 regs.insert(block.start + k as u16, w);
             }
         }
-        let mut sample = SampleInput {
-            battery: ids::encode(Kind::Battery, b.id).0,
-            ts: crate::clock::now(),
-            voltage_v: None,
-            current_a: None,
-            power_w: None,
-            soc_pct: None,
-            soh_pct: None,
-            temp_min_c: None,
-            temp_max_c: None,
-            temp_avg_c: None,
-            energy_kwh: None,
-            efficiency_pct: None,
-            cycle_count: None,
-        };
+        let mut sample = SampleInput::new(ids::encode(Kind::Battery, b.id).0, crate::clock::now());
         target.map.decode(&regs, &mut sample)?;
         samples.push(sample);
     }
