@@ -35,6 +35,109 @@ pub struct Config {
     pub modbus: ModbusConfig,
     pub mqtt: Option<MqttConfig>,
     pub demo: DemoConfig,
+    pub auth: AuthConfig,
+    pub http: HttpConfig,
+}
+
+/// Sign-in, sessions and single sign-on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Accepted as a SUPER_ADMIN API key of the default tenant, to bootstrap
+    /// a deployment without a UI (`TRACKINGBMS_ADMIN_API_KEY`). At least 16
+    /// characters.
+    pub admin_api_key: Option<String>,
+    /// Lifetime of an access token.
+    pub access_token_ttl_secs: u64,
+    /// Lifetime of a refresh token (each refresh issues a new one).
+    pub refresh_token_ttl_secs: u64,
+    /// Failed sign-ins in a row before an account is locked.
+    pub max_failed_logins: u32,
+    /// How long a locked account stays locked.
+    pub lockout_secs: u64,
+    /// Sign-in attempts per minute from one address (`POST /auth/login`,
+    /// `/auth/refresh`, `/oauth/token`).
+    pub login_attempts_per_minute: u32,
+    /// OpenID Connect providers for single sign-on.
+    pub oidc: Vec<OidcProviderConfig>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            admin_api_key: None,
+            access_token_ttl_secs: 900,
+            refresh_token_ttl_secs: 30 * 86_400,
+            max_failed_logins: 5,
+            lockout_secs: 900,
+            login_attempts_per_minute: 20,
+            oidc: Vec::new(),
+        }
+    }
+}
+
+/// One OpenID Connect provider (`[[auth.oidc]]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcProviderConfig {
+    /// Short name used in the URLs: `/auth/oidc/<name>/login`.
+    pub name: String,
+    /// Issuer URL; its `/.well-known/openid-configuration` is read at start.
+    pub issuer_url: String,
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    /// This server's callback, `https://…/auth/oidc/<name>/callback`.
+    pub redirect_url: String,
+    /// Slug of the tenant whose users sign in through this provider.
+    #[serde(default = "default_tenant_slug")]
+    pub tenant: String,
+    /// Extra scopes besides `openid` (e.g. `email`, `profile`, `groups`).
+    #[serde(default = "default_oidc_scopes")]
+    pub scopes: Vec<String>,
+    /// Claim of the ID token (or userinfo) that lists the user's groups.
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// Group → role (`SUPER_ADMIN`, …, `OBSERVER`); the highest matching role wins.
+    #[serde(default)]
+    pub role_mapping: std::collections::BTreeMap<String, String>,
+    /// Role of a user in no mapped group; none refuses them.
+    #[serde(default)]
+    pub default_role: Option<String>,
+}
+
+fn default_tenant_slug() -> String {
+    "default".into()
+}
+
+fn default_oidc_scopes() -> Vec<String> {
+    vec!["email".into(), "profile".into()]
+}
+
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+
+/// The HTTP surface.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Serve GraphiQL on `GET /graphql` (turn off in production).
+    pub graphiql: bool,
+    /// Answer GraphQL introspection queries (turn off in production).
+    pub introspection: bool,
+    /// Origins allowed by CORS; empty allows any origin (no cookies are used,
+    /// credentials travel in the `Authorization` header).
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            graphiql: true,
+            introspection: true,
+            cors_origins: Vec::new(),
+        }
+    }
 }
 
 /// MQTT ingestion; off unless a `[mqtt]` section (or `TRACKINGBMS_MQTT__URL`) is given.
@@ -249,6 +352,9 @@ pub struct Limits {
     pub max_page_size: usize,
     /// Largest page of `batteryMetrics`.
     pub max_sample_page_size: usize,
+    /// Requests per minute of one user or API key (GraphQL, ingest); 0
+    /// turns the limit off. Shared by replicas through Redis when configured.
+    pub requests_per_minute: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -277,6 +383,8 @@ impl Default for Config {
             modbus: ModbusConfig::default(),
             mqtt: None,
             demo: DemoConfig::default(),
+            auth: AuthConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -298,6 +406,7 @@ impl Default for Limits {
             max_query_complexity: 5_000_000,
             max_page_size: 100,
             max_sample_page_size: 5000,
+            requests_per_minute: 1200,
         }
     }
 }
@@ -331,6 +440,11 @@ impl Config {
                 Env::raw()
                     .only(&["DATABASE_URL", "REDIS_URL"])
                     .lowercase(true),
+            )
+            .merge(
+                Env::raw()
+                    .only(&["TRACKINGBMS_ADMIN_API_KEY"])
+                    .map(|_| "auth.admin_api_key".into()),
             );
         fig.extract().map_err(Box::new)
     }
@@ -361,7 +475,12 @@ mod tests {
             )?;
             jail.set_env("TRACKINGBMS_LIMITS__MAX_QUERY_DEPTH", "7");
             jail.set_env("DATABASE_URL", "postgres://db/x");
+            jail.set_env("TRACKINGBMS_ADMIN_API_KEY", "bootstrap-key-0123456789");
             let cfg = Config::load(Some(Path::new("custom.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(
+                cfg.auth.admin_api_key.as_deref(),
+                Some("bootstrap-key-0123456789")
+            );
             assert_eq!(cfg.bind.port(), 9000);
             assert_eq!(cfg.limits.max_query_depth, 7);
             assert_eq!(cfg.limits.max_body_bytes, Limits::default().max_body_bytes);

@@ -19,6 +19,12 @@ pub enum ErrorCode {
     RetryLater,
     UnsupportedMediaType,
     Internal,
+    Unauthenticated,
+    Forbidden,
+    RateLimited,
+    InvalidCredentials,
+    TotpRequired,
+    AccountLocked,
 }
 
 impl ErrorCode {
@@ -36,6 +42,12 @@ impl ErrorCode {
             Self::RetryLater => "RETRY_LATER",
             Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             Self::Internal => "INTERNAL",
+            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::Forbidden => "FORBIDDEN",
+            Self::RateLimited => "RATE_LIMITED",
+            Self::InvalidCredentials => "INVALID_CREDENTIALS",
+            Self::TotpRequired => "TOTP_REQUIRED",
+            Self::AccountLocked => "ACCOUNT_LOCKED",
         }
     }
 }
@@ -56,6 +68,14 @@ pub enum ApiError {
     /// beyond what the response says was accepted.
     #[error("{0}")]
     RetryLater(String),
+    /// The caller's role does not allow the action (the target is in scope).
+    #[error("{0}")]
+    Forbidden(String),
+    /// A sign-in failed; the code says why as far as it is safe to say.
+    #[error("{message}")]
+    Auth { code: ErrorCode, message: String },
+    #[error("too many requests; retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
     #[error("database error")]
     Db(#[from] sea_orm::DbErr),
 }
@@ -70,6 +90,32 @@ impl ApiError {
         }
     }
 
+    pub fn auth(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Auth {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The HTTP status of this error on REST endpoints.
+    pub fn status(&self) -> poem::http::StatusCode {
+        use poem::http::StatusCode as S;
+        match self.code() {
+            ErrorCode::NotFound => S::NOT_FOUND,
+            ErrorCode::ValidationFailed | ErrorCode::InvalidId | ErrorCode::BadRequest => {
+                S::BAD_REQUEST
+            }
+            ErrorCode::Conflict => S::CONFLICT,
+            ErrorCode::Unauthenticated
+            | ErrorCode::InvalidCredentials
+            | ErrorCode::TotpRequired => S::UNAUTHORIZED,
+            ErrorCode::Forbidden => S::FORBIDDEN,
+            ErrorCode::RateLimited | ErrorCode::AccountLocked => S::TOO_MANY_REQUESTS,
+            ErrorCode::RetryLater | ErrorCode::Unavailable => S::SERVICE_UNAVAILABLE,
+            _ => S::INTERNAL_SERVER_ERROR,
+        }
+    }
+
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::NotFound(_) => ErrorCode::NotFound,
@@ -77,6 +123,9 @@ impl ApiError {
             Self::InvalidId(_) => ErrorCode::InvalidId,
             Self::Conflict(_) => ErrorCode::Conflict,
             Self::RetryLater(_) => ErrorCode::RetryLater,
+            Self::Forbidden(_) => ErrorCode::Forbidden,
+            Self::Auth { code, .. } => *code,
+            Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::Db(_) => ErrorCode::Internal,
         }
     }

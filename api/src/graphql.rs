@@ -13,6 +13,7 @@ use async_graphql::{
     ValidationResult, Variables,
 };
 
+use crate::auth::graphql::{AuthMutation, AuthQuery};
 use crate::config::Limits;
 use crate::error::ErrorCode;
 use crate::hierarchy::graphql::{HierarchyMutation, HierarchyQuery};
@@ -21,10 +22,10 @@ use crate::telemetry::graphql::{TelemetryMutation, TelemetryQuery};
 use crate::telemetry::live::TelemetrySubscription;
 
 #[derive(MergedObject, Default)]
-pub struct Query(HierarchyQuery, TelemetryQuery, ModbusQuery);
+pub struct Query(HierarchyQuery, TelemetryQuery, ModbusQuery, AuthQuery);
 
 #[derive(MergedObject, Default)]
-pub struct Mutation(HierarchyMutation, TelemetryMutation);
+pub struct Mutation(HierarchyMutation, TelemetryMutation, AuthMutation);
 
 #[derive(MergedSubscription, Default)]
 pub struct Subscription(TelemetrySubscription, ModbusSubscription);

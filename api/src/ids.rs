@@ -45,18 +45,61 @@ pub fn encode(kind: Kind, id: i64) -> async_graphql::ID {
     async_graphql::ID(URL_SAFE_NO_PAD.encode(format!("{}:{id}", kind.name())))
 }
 
-/// Decodes any global ID into its kind and row id.
-pub fn decode_any(id: &str) -> Result<(Kind, i64), ApiError> {
+/// Splits a global ID into its type name and row id.
+fn split(id: &str) -> Result<(String, i64), ApiError> {
     let invalid = || ApiError::InvalidId(format!("'{}' is not a TrackingBMS id", truncate(id)));
     let bytes = URL_SAFE_NO_PAD.decode(id).map_err(|_| invalid())?;
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
     let (kind, num) = text.split_once(':').ok_or_else(invalid)?;
-    let kind = Kind::parse(kind).ok_or_else(invalid)?;
     let num: i64 = num.parse().map_err(|_| invalid())?;
     if num <= 0 {
         return Err(invalid());
     }
+    Ok((kind.to_owned(), num))
+}
+
+/// Decodes any global ID of the fleet into its kind and row id.
+pub fn decode_any(id: &str) -> Result<(Kind, i64), ApiError> {
+    let (name, num) = split(id)?;
+    let kind = Kind::parse(&name).ok_or_else(|| {
+        ApiError::InvalidId(format!("a {name} id does not name a fleet object"))
+    })?;
     Ok((kind, num))
+}
+
+/// Objects outside the fleet hierarchy. Their ids have the same opaque
+/// form but are not `node`s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Other {
+    User,
+    ApiKey,
+    AuditEntry,
+}
+
+impl Other {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::User => "User",
+            Self::ApiKey => "ApiKey",
+            Self::AuditEntry => "AuditEntry",
+        }
+    }
+}
+
+pub fn encode_other(kind: Other, id: i64) -> async_graphql::ID {
+    async_graphql::ID(URL_SAFE_NO_PAD.encode(format!("{}:{id}", kind.name())))
+}
+
+/// Decodes an id that must be of `kind`.
+pub fn decode_other(kind: Other, id: &str) -> Result<i64, ApiError> {
+    let (name, num) = split(id)?;
+    if name != kind.name() {
+        return Err(ApiError::InvalidId(format!(
+            "expected a {} id, got a {name} id",
+            kind.name()
+        )));
+    }
+    Ok(num)
 }
 
 /// Decodes a global ID that must be of `kind`.

@@ -1,8 +1,11 @@
 //! TrackingBMS server library. `App::build` wires the parts in the order
 //! data flows through them:
 //!
-//! config → database (+ migrations) → services (hierarchy; telemetry's
-//! ingestor and its single writer) → GraphQL schema → HTTP routes.
+//! config → database (+ migrations) → identity (who is calling: tokens, API
+//! keys, SSO; rate limits) → services (hierarchy; telemetry's ingestor and
+//! its single writer) → GraphQL schema → HTTP routes, where every data route
+//! first turns the bearer token into an `auth::Principal` whose role and
+//! scope every service call and query then applies.
 //! Samples from every source (`ingestSamples`, `POST /ingest`, the demo
 //! simulator) take the same path: `ingest` → `telemetry::pipeline` (resolve,
 //! check) → `telemetry::writer` (batch, commit, acknowledge) → `bus` (in
@@ -61,6 +64,7 @@ pub struct App {
     pub register_maps: Arc<ingest::modbus::Registry>,
     pub modbus_status: Arc<ingest::modbus::StatusRegistry>,
     pub schema: AppSchema,
+    pub identity: auth::Identity,
     /// Id of the tenant a fresh deployment starts with (slug `default`).
     pub default_tenant: i64,
 }
@@ -85,6 +89,7 @@ impl App {
         let register_maps = Arc::new(ingest::modbus::Registry::load(
             config.modbus.register_maps_dir.as_deref(),
         )?);
+        let identity = auth::Identity::new(db.clone(), &config, default_tenant).await?;
         let hierarchy = HierarchyService::new(db.clone(), register_maps.clone());
         let modbus_status = Arc::new(ingest::modbus::StatusRegistry::new(
             config.modbus.offline_after_failures,
@@ -94,7 +99,12 @@ impl App {
             None => Bus::local(),
         };
         let ingestor = Ingestor::new(db.clone(), config.ingest.clone(), bus.clone());
-        let schema = graphql::builder(&config.limits)
+        let mut schema = graphql::builder(&config.limits);
+        if !config.http.introspection {
+            schema = schema.disable_introspection();
+        }
+        let schema = schema
+            .data(identity.clone())
             .data(hierarchy.clone())
             .data(ingestor.clone())
             .data(bus.clone())
@@ -114,14 +124,9 @@ impl App {
             register_maps,
             modbus_status,
             schema,
+            identity,
             default_tenant,
         })
-    }
-
-    /// The caller of an HTTP request. Until identity lands every request
-    /// acts as the operator of the default tenant.
-    pub fn principal_for(&self, _req: &poem::Request) -> Principal {
-        Principal::operator(self.default_tenant, "local-operator")
     }
 
     /// Starts polling Modbus units (when enabled); abort the handle to stop.

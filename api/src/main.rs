@@ -1,13 +1,15 @@
 //! `trackingbms`: the command line. `serve` runs the server (optionally with
 //! a simulated demo fleet), `migrate` applies database migrations,
-//! `export-schema` prints the GraphQL SDL.
+//! `export-schema` prints the GraphQL SDL, `create-api-key` prints a new
+//! API key (for bootstrapping and integrations).
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use trackingbms_api::config::{Config, LogFormat};
-use trackingbms_api::{App, db, demo, graphql, telemetry};
+use trackingbms_api::auth::{Principal, api_keys, policy};
+use trackingbms_api::{App, db, demo, graphql, ids, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +50,86 @@ enum Command {
     },
     /// Print the GraphQL schema (SDL) that the server serves.
     ExportSchema,
+    /// Create an API key and print it (shown once) on standard output.
+    CreateApiKey {
+        /// SUPER_ADMIN, CLIENT_ADMIN, SITE_MANAGER, TECHNICIAN or OBSERVER.
+        #[arg(long)]
+        role: String,
+        /// Slug of the tenant the key acts in.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// A name that says what the key is for.
+        #[arg(long, default_value = "created with the CLI")]
+        name: String,
+        /// Limit the key to this client (global id or row id); repeatable.
+        #[arg(long = "client")]
+        clients: Vec<String>,
+        /// Limit the key to this site (global id or row id); repeatable.
+        #[arg(long = "site")]
+        sites: Vec<String>,
+        /// Days until the key expires (default: never).
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+        /// Directory for the embedded database [env: TRACKINGBMS_DATA_DIR]
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+/// Row id from a global id or a plain number.
+fn row_id(kind: ids::Kind, text: &str) -> anyhow::Result<i64> {
+    match text.parse::<i64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => ids::decode(kind, text).map_err(|e| anyhow::anyhow!("{e}")),
+    }
+}
+
+async fn create_api_key(config: &Config, args: ApiKeyArgs) -> anyhow::Result<String> {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let metrics = trackingbms_api::metrics::Metrics::new();
+    let conn = db::connect(&config.effective_database_url(), 2, &metrics).await?;
+    if config.run_migrations {
+        db::migrate(&conn).await.context("applying migrations")?;
+    }
+    let tenant = entities::tenant::Entity::find()
+        .filter(entities::tenant::Column::Slug.eq(&args.tenant))
+        .one(&conn)
+        .await?
+        .with_context(|| format!("no tenant with slug '{}'", args.tenant))?;
+    let role = policy::parse_role(&args.role).with_context(|| {
+        format!(
+            "'{}' is not a role (SUPER_ADMIN, CLIENT_ADMIN, SITE_MANAGER, TECHNICIAN, OBSERVER)",
+            args.role
+        )
+    })?;
+    let list = |kind, items: &[String]| -> anyhow::Result<Option<Vec<i64>>> {
+        if items.is_empty() {
+            return Ok(None);
+        }
+        items.iter().map(|t| row_id(kind, t)).collect::<anyhow::Result<Vec<_>>>().map(Some)
+    };
+    let grant = policy::Grant {
+        role,
+        clients: list(ids::Kind::Client, &args.clients)?,
+        sites: list(ids::Kind::Site, &args.sites)?,
+    };
+    let expires = args
+        .expires_in_days
+        .map(|d| chrono::Utc::now() + chrono::Duration::days(i64::from(d)));
+    let who = Principal::operator(tenant.id, "cli");
+    let (_, key) = api_keys::create(&conn, &who, &args.name, grant, expires)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(key)
+}
+
+struct ApiKeyArgs {
+    role: String,
+    tenant: String,
+    name: String,
+    clients: Vec<String>,
+    sites: Vec<String>,
+    expires_in_days: Option<u32>,
 }
 
 fn init_logging(config: &Config) {
@@ -87,6 +169,20 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested; draining");
 }
 
+/// The demo accounts, on standard output (demo mode only).
+fn print_demo_users(users: &[demo::users::DemoUser]) {
+    println!("Demo accounts (POST /auth/login with email and password; demo mode only):");
+    for u in users {
+        println!(
+            "  {:<14} {:<44} password {:<20} scope: {}",
+            policy::role_name(u.role),
+            u.email,
+            u.password,
+            u.scope
+        );
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -116,7 +212,9 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(database = %db::redact(&config.effective_database_url()), "starting");
             let app = App::build(config).await?;
             let demo_task = if with_demo {
-                Some(demo::start(&app).await?)
+                let task = demo::start(&app).await?;
+                print_demo_users(&demo::users::ensure(&app).await?);
+                Some(task)
             } else {
                 None
             };
@@ -142,6 +240,28 @@ async fn main() -> anyhow::Result<()> {
             let conn = db::connect(&config.effective_database_url(), 2, &metrics).await?;
             db::migrate(&conn).await.context("applying migrations")?;
             tracing::info!("migrations applied");
+        }
+        Command::CreateApiKey {
+            role,
+            tenant,
+            name,
+            clients,
+            sites,
+            expires_in_days,
+            data_dir,
+        } => {
+            if let Some(dir) = data_dir {
+                config.data_dir = dir;
+            }
+            let args = ApiKeyArgs {
+                role,
+                tenant,
+                name,
+                clients,
+                sites,
+                expires_in_days,
+            };
+            println!("{}", create_api_key(&config, args).await?);
         }
         Command::ExportSchema => unreachable!("handled above"),
     }

@@ -1,4 +1,7 @@
-//! Append-only record of every configuration change and control action.
+//! Append-only record of every configuration change, access change, login
+//! and control action. Each row carries the SHA-256 of its content and of
+//! the previous row of its tenant, so a modified or deleted row breaks the
+//! chain.
 
 use sea_orm::entity::prelude::*;
 
@@ -17,6 +20,12 @@ pub struct Model {
     pub before: Option<Json>,
     pub after: Option<Json>,
     pub created_at: DateTimeUtc,
+    pub source_ip: Option<String>,
+    pub user_agent: Option<String>,
+    /// `SUCCESS`, `FAILURE` or `DENIED`.
+    pub result: String,
+    pub prev_hash: Option<String>,
+    pub hash: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

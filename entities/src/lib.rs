@@ -1,12 +1,13 @@
 //! SeaORM entities of TrackingBMS: the five-level fleet hierarchy under a
 //! tenant (client → site → zone → BMS → battery), battery telemetry samples,
-//! users and the audit log. Only table shapes live here; behaviour lives in
+//! users, their credentials and sessions, and the audit log. Only table shapes live here; behaviour lives in
 //! `api`.
 //!
 //! Rows below a client carry their ancestors' ids (`tenant_id`, `client_id`,
 //! `site_id`, …) so that access scopes can be applied in SQL with one
 //! indexed predicate, whatever the level.
 
+pub mod api_key;
 pub mod audit_log;
 pub mod battery;
 pub mod battery_rollup;
@@ -14,6 +15,9 @@ pub mod battery_sample;
 pub mod bms;
 pub mod client;
 pub mod enums;
+pub mod oidc_login;
+pub mod recovery_code;
+pub mod session;
 pub mod site;
 pub mod tenant;
 pub mod user;

@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261121_000001_hierarchy;
 pub mod m20261121_000002_rollups;
+mod m20261121_000003_identity;
 
 pub struct Migrator;
 
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261121_000001_hierarchy::Migration),
             Box::new(m20261121_000002_rollups::Migration),
+            Box::new(m20261121_000003_identity::Migration),
         ]
     }
 }

@@ -202,6 +202,7 @@ impl HierarchyService {
         who: &Principal,
         input: CreateClientInput,
     ) -> ApiResult<client::Model> {
+        who.require(crate::auth::Action::ManageClients)?;
         let (name, industry, country, tz) = client_fields(
             &input.name,
             input.industry.as_deref(),
@@ -247,6 +248,7 @@ impl HierarchyService {
         id: i64,
         input: UpdateClientInput,
     ) -> ApiResult<client::Model> {
+        who.require(crate::auth::Action::EditClient)?;
         let txn = self.db.begin().await?;
         let before = find_scoped::<client::Entity>(&txn, who, id, Kind::Client).await?;
         let (name, industry, country, tz) = client_fields(
@@ -284,6 +286,7 @@ impl HierarchyService {
     }
 
     pub async fn delete_client(&self, who: &Principal, id: i64, cascade: bool) -> ApiResult<()> {
+        who.require(crate::auth::Action::ManageClients)?;
         let txn = self.db.begin().await?;
         let before = find_scoped::<client::Entity>(&txn, who, id, Kind::Client).await?;
         let n = children::<site::Entity>(&txn, site::Column::ClientId, id).await?;
@@ -321,6 +324,7 @@ impl HierarchyService {
         who: &Principal,
         input: CreateSiteInput,
     ) -> ApiResult<site::Model> {
+        who.require(crate::auth::Action::ManageSites)?;
         let client_id = ids::decode(Kind::Client, &input.client_id)?;
         let name = validate::name("name", &input.name, NAME_MAX)?;
         check_site_position(input.latitude, input.longitude)?;
@@ -371,6 +375,7 @@ impl HierarchyService {
         id: i64,
         input: UpdateSiteInput,
     ) -> ApiResult<site::Model> {
+        who.require(crate::auth::Action::ManageSites)?;
         let txn = self.db.begin().await?;
         let before = find_scoped::<site::Entity>(&txn, who, id, Kind::Site).await?;
         let mut am = before.clone().into_active_model();
@@ -416,6 +421,7 @@ impl HierarchyService {
     }
 
     pub async fn delete_site(&self, who: &Principal, id: i64, cascade: bool) -> ApiResult<()> {
+        who.require(crate::auth::Action::ManageSites)?;
         let txn = self.db.begin().await?;
         let before = find_scoped::<site::Entity>(&txn, who, id, Kind::Site).await?;
         let n = children::<zone::Entity>(&txn, zone::Column::SiteId, id).await?;
@@ -452,6 +458,7 @@ impl HierarchyService {
         who: &Principal,
         input: CreateZoneInput,
     ) -> ApiResult<zone::Model> {
+        who.require(crate::auth::Action::ManageEquipment)?;
         let site_id = ids::decode(Kind::Site, &input.site_id)?;
         let name = validate::name("name", &input.name, NAME_MAX)?;
         let description = validate::opt_text("description", input.description.as_deref(), 1000)?;
@@ -495,6 +502,7 @@ impl HierarchyService {
         id: i64,
         input: UpdateZoneInput,
     ) -> ApiResult<zone::Model> {
+        who.require(crate::auth::Action::ManageEquipment)?;
         let txn = self.db.begin().await?;
         let before = find_scoped::<zone::Entity>(&txn, who, id, Kind::Zone).await?;
         let mut am = before.clone().into_active_model();
@@ -530,6 +538,7 @@ impl HierarchyService {
     }
 
     pub async fn delete_zone(&self, who: &Principal, id: i64, cascade: bool) -> ApiResult<()> {
+        who.require(crate::auth::Action::ManageEquipment)?;
         let txn = self.db.begin().await?;
         let before = find_scoped::<zone::Entity>(&txn, who, id, Kind::Zone).await?;
         let n = children::<bms::Entity>(&txn, bms::Column::ZoneId, id).await?;
@@ -565,6 +574,7 @@ impl HierarchyService {
         who: &Principal,
         input: CreateBmsInput,
     ) -> ApiResult<bms::Model> {
+        who.require(crate::auth::Action::ManageEquipment)?;
         let zone_id = ids::decode(Kind::Zone, &input.zone_id)?;
         let name = validate::name("name", &input.name, NAME_MAX)?;
         let endpoint = validate::opt_text("endpoint", input.endpoint.as_deref(), 500)?;
@@ -628,6 +638,7 @@ impl HierarchyService {
         id: i64,
         input: UpdateBmsInput,
     ) -> ApiResult<bms::Model> {
+        who.require(crate::auth::Action::ManageEquipment)?;
         let new_zone = input
             .zone_id
             .as_ref()
@@ -705,6 +716,7 @@ impl HierarchyService {
     }
 
     pub async fn delete_bms(&self, who: &Principal, id: i64, cascade: bool) -> ApiResult<()> {
+        who.require(crate::auth::Action::ManageEquipment)?;
         let txn = self.db.begin().await?;
         let before = find_scoped::<bms::Entity>(&txn, who, id, Kind::Bms).await?;
         let n = children::<battery::Entity>(&txn, battery::Column::BmsId, id).await?;
@@ -739,6 +751,7 @@ impl HierarchyService {
         who: &Principal,
         input: CreateBatteryInput,
     ) -> ApiResult<battery::Model> {
+        who.require(crate::auth::Action::ManageEquipment)?;
         let bms_id = ids::decode(Kind::Bms, &input.bms_id)?;
         let serial = validate::identifier("serial", &input.serial, 100)?;
         check_battery_specs(&BatterySpecs {
@@ -795,6 +808,7 @@ impl HierarchyService {
         id: i64,
         input: UpdateBatteryInput,
     ) -> ApiResult<battery::Model> {
+        who.require(crate::auth::Action::ManageEquipment)?;
         let new_bms = input
             .bms_id
             .as_ref()
@@ -857,6 +871,7 @@ impl HierarchyService {
     }
 
     pub async fn delete_battery(&self, who: &Principal, id: i64) -> ApiResult<()> {
+        who.require(crate::auth::Action::ManageEquipment)?;
         let txn = self.db.begin().await?;
         let before = find_scoped::<battery::Entity>(&txn, who, id, Kind::Battery).await?;
         battery::Entity::delete_by_id(id).exec(&txn).await?;

@@ -75,7 +75,15 @@ struct Answer<'a> {
 }
 
 #[handler]
-pub async fn ingest(req: &Request, body: Body, Data(app): Data<&App>) -> Response {
+pub async fn ingest(
+    req: &Request,
+    body: Body,
+    Data(app): Data<&App>,
+    Data(who): Data<&crate::auth::Principal>,
+) -> Response {
+    if let Err(err) = who.require(crate::auth::Action::IngestTelemetry) {
+        return error(err.status(), err.code(), err.to_string(), None);
+    }
     let Some(format) = format_of(req) else {
         return error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -108,7 +116,6 @@ pub async fn ingest(req: &Request, body: Body, Data(app): Data<&App>) -> Respons
     } else {
         Box::new(raw)
     };
-    let who = app.principal_for(req);
     let config = app.ingestor.config().clone();
     let mut lines = FramedRead::new(
         reader,

@@ -51,6 +51,7 @@ impl Ingestor {
 
     /// Validates and durably stores a batch of records as `who`.
     pub async fn ingest(&self, who: &Principal, records: Vec<Record>) -> ApiResult<IngestReport> {
+        who.require(crate::auth::Action::IngestTelemetry)?;
         let mut rejected = Vec::new();
         let mut samples = Vec::with_capacity(records.len());
         for (index, record) in records {
