@@ -13,6 +13,20 @@ use serde_json::{Value, json};
 use trackingbms_api::demo::fleet::FleetSpec;
 use trackingbms_api::{App, Config, fixtures};
 
+const BENCH_KEY: &str = "bench-bootstrap-admin-key-0123456789";
+
+/// An HTTP client that authenticates with the bench's admin key.
+fn bench_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Ok(v) = format!("Bearer {BENCH_KEY}").parse() {
+        headers.insert(reqwest::header::AUTHORIZATION, v);
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap_or_default()
+}
+
 const QUERY: &str = r#"{
   clients(first: 10) { edges { node { name
     sites(first: 10) { edges { node { name
@@ -54,6 +68,9 @@ async fn run(label: &str, mut config: Config) -> anyhow::Result<()> {
         .port();
     config.bind = format!("127.0.0.1:{port}").parse()?;
     config.log.filter = "warn".into();
+    // Measured as the bootstrap super admin, without the per-caller rate limit.
+    config.auth.admin_api_key = Some(BENCH_KEY.into());
+    config.limits.requests_per_minute = 0;
     let app = App::build(config).await?;
     let batteries = fixtures::seed_fleet(&app, &FleetSpec::demo()).await?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -61,7 +78,7 @@ async fn run(label: &str, mut config: Config) -> anyhow::Result<()> {
         let _ = stop_rx.await;
     }));
     let url = format!("http://127.0.0.1:{port}/graphql");
-    let client = reqwest::Client::new();
+    let client = bench_client();
     let body = json!({ "query": QUERY });
     // Wait for the listener, then check the answer is the whole fleet.
     let mut first = None;

@@ -12,6 +12,20 @@ use sea_orm::ConnectionTrait;
 use trackingbms_api::demo::fleet::FleetSpec;
 use trackingbms_api::{App, Config, fixtures};
 
+const BENCH_KEY: &str = "bench-bootstrap-admin-key-0123456789";
+
+/// An HTTP client that authenticates with the bench's admin key.
+fn bench_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Ok(v) = format!("Bearer {BENCH_KEY}").parse() {
+        headers.insert(reqwest::header::AUTHORIZATION, v);
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap_or_default()
+}
+
 const BATTERIES: usize = 100;
 const STEPS: usize = 2_000; // samples per battery: 200,000 in all
 const BODY_SAMPLES: usize = 20_000;
@@ -52,6 +66,9 @@ async fn run(label: &str, mut config: Config) -> anyhow::Result<(f64, App)> {
     config.bind = format!("127.0.0.1:{port}").parse()?;
     config.log.filter = "warn".into();
     config.modbus.enabled = false;
+    // Measured as the bootstrap super admin, without the per-caller rate limit.
+    config.auth.admin_api_key = Some(BENCH_KEY.into());
+    config.limits.requests_per_minute = 0;
     let app = App::build(config).await?;
     let spec = FleetSpec {
         clients: 1,
@@ -77,7 +94,7 @@ async fn run(label: &str, mut config: Config) -> anyhow::Result<(f64, App)> {
     for _ in 0..CLIENTS {
         let (queue, url) = (queue.clone(), url.clone());
         tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::new();
+            let client = bench_client();
             let mut accepted = 0u64;
             while let Some(body) = queue.lock().ok().and_then(|mut q| q.pop()) {
                 let r: serde_json::Value = client

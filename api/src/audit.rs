@@ -219,7 +219,9 @@ pub async fn verify(db: &impl ConnectionTrait, tenant_id: i64) -> ApiResult<Veri
                 ));
             }
             if row.hash.as_deref() != Some(content_hash(row, prev.as_deref()).as_str()) {
-                return Ok(broken("its content does not match its hash (the row was modified)"));
+                return Ok(broken(
+                    "its content does not match its hash (the row was modified)",
+                ));
             }
             prev = row.hash.clone();
         }

@@ -355,6 +355,9 @@ pub struct Limits {
     /// Requests per minute of one user or API key (GraphQL, ingest); 0
     /// turns the limit off. Shared by replicas through Redis when configured.
     pub requests_per_minute: u32,
+    /// Prefix of the rate-limit counters in Redis (one per deployment
+    /// sharing a Redis server).
+    pub redis_key_prefix: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -407,6 +410,7 @@ impl Default for Limits {
             max_page_size: 100,
             max_sample_page_size: 5000,
             requests_per_minute: 1200,
+            redis_key_prefix: "trackingbms:rl".into(),
         }
     }
 }

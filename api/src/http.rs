@@ -303,9 +303,7 @@ impl<E: Endpoint> Endpoint for ObserveEndpoint<E> {
         let route = match path.as_str() {
             "/graphql" | "/graphql/ws" | "/ingest" | "/health" | "/ready" | "/metrics"
             | "/auth/login" | "/auth/refresh" | "/auth/logout" | "/oauth/token"
-            | "/audit/export" => {
-                path.clone()
-            }
+            | "/audit/export" => path.clone(),
             _ => "other".to_owned(),
         };
         let resp = match self.inner.call(req).await {

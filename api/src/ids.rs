@@ -61,9 +61,8 @@ fn split(id: &str) -> Result<(String, i64), ApiError> {
 /// Decodes any global ID of the fleet into its kind and row id.
 pub fn decode_any(id: &str) -> Result<(Kind, i64), ApiError> {
     let (name, num) = split(id)?;
-    let kind = Kind::parse(&name).ok_or_else(|| {
-        ApiError::InvalidId(format!("a {name} id does not name a fleet object"))
-    })?;
+    let kind = Kind::parse(&name)
+        .ok_or_else(|| ApiError::InvalidId(format!("a {name} id does not name a fleet object")))?;
     Ok((kind, num))
 }
 

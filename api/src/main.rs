@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use trackingbms_api::config::{Config, LogFormat};
 use trackingbms_api::auth::{Principal, api_keys, policy};
+use trackingbms_api::config::{Config, LogFormat};
 use trackingbms_api::{App, db, demo, graphql, ids, telemetry};
 
 #[derive(Parser)]
@@ -106,7 +106,11 @@ async fn create_api_key(config: &Config, args: ApiKeyArgs) -> anyhow::Result<Str
         if items.is_empty() {
             return Ok(None);
         }
-        items.iter().map(|t| row_id(kind, t)).collect::<anyhow::Result<Vec<_>>>().map(Some)
+        items
+            .iter()
+            .map(|t| row_id(kind, t))
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map(Some)
     };
     let grant = policy::Grant {
         role,

@@ -9,7 +9,6 @@ use serde_json::{Value, json};
 
 async fn raw(t: &TestApp, content_type: &str, body: Vec<u8>) -> (StatusCode, Value) {
     let resp = t
-        .client
         .post("/graphql")
         .content_type(content_type)
         .body(body)

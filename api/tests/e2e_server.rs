@@ -34,6 +34,7 @@ impl Server {
             .arg("--data-dir")
             .arg(data_dir)
             .env("RUST_LOG", "warn")
+            .env("TRACKINGBMS_ADMIN_API_KEY", common::ADMIN_KEY)
             .env_remove("DATABASE_URL")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
@@ -59,7 +60,7 @@ impl Server {
     }
 
     async fn graphql(&self, query: &str, variables: Value) -> Value {
-        reqwest::Client::new()
+        common::authed_client()
             .post(format!("{}/graphql", self.base))
             .json(&json!({ "query": query, "variables": variables }))
             .send()
@@ -205,6 +206,7 @@ async fn node_subscriber(
     let ws_url = format!("{}/graphql/ws", server.base.replace("http://", "ws://"));
     let mut node = Command::new("node")
         .args([script, &ws_url, &count.to_string(), &scope.to_string()])
+        .env("TRACKINGBMS_TOKEN", common::ADMIN_KEY)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -246,7 +248,7 @@ async fn create_battery(server: &Server, serial: &str) -> Value {
 }
 
 async fn post_ndjson(server: &Server, body: String) -> Value {
-    reqwest::Client::new()
+    common::authed_client()
         .post(format!("{}/ingest", server.base))
         .header("content-type", "application/x-ndjson")
         .body(body)
@@ -333,7 +335,7 @@ async fn acknowledged_samples_survive_kill_9() {
         .to_utc();
     let url = format!("{}/ingest", server.base);
     let producer = tokio::spawn(async move {
-        let client = reqwest::Client::new();
+        let client = common::authed_client();
         let mut acknowledged = 0u64;
         for batch in 0u64.. {
             let body: String = (0..500)

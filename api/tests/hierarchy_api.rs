@@ -400,7 +400,7 @@ async fn updates_moves_and_conflicts(t: TestApp) {
     let before_bms = &battery_move.before.as_ref().unwrap()["bms_id"];
     let after_bms = &battery_move.after.as_ref().unwrap()["bms_id"];
     assert_ne!(before_bms, after_bms, "before/after record the move");
-    assert_eq!(battery_move.actor, "local-operator");
+    assert_eq!(battery_move.actor, "api-key:bootstrap");
     let creates = entities::audit_log::Entity::find()
         .filter(entities::audit_log::Column::Action.like("%.create"))
         .all(&t.app.db)

@@ -22,11 +22,7 @@ async fn post(
     encoding: Option<&str>,
     body: Vec<u8>,
 ) -> (StatusCode, Value) {
-    let mut req = t
-        .client
-        .post("/ingest")
-        .content_type(content_type)
-        .body(body);
+    let mut req = t.post("/ingest").content_type(content_type).body(body);
     if let Some(enc) = encoding {
         req = req.header("content-encoding", enc);
     }

@@ -5,7 +5,7 @@ mod common;
 use migration::{Migrator, MigratorTrait, SchemaManager};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 
-const TABLES: [&str; 9] = [
+const TABLES: [&str; 13] = [
     "tenants",
     "clients",
     "sites",
@@ -15,6 +15,10 @@ const TABLES: [&str; 9] = [
     "battery_samples",
     "users",
     "audit_log",
+    "api_keys",
+    "sessions",
+    "recovery_codes",
+    "oidc_logins",
 ];
 
 async fn tables_present(db: &DatabaseConnection) -> Vec<bool> {

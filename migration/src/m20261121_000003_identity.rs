@@ -31,7 +31,12 @@ fn opt_ts(name: &str) -> ColumnDef {
     col(name).timestamp_with_time_zone().null().to_owned()
 }
 
-fn fk(name: &str, from: (&str, &str), to: &str, on_delete: ForeignKeyAction) -> ForeignKeyCreateStatement {
+fn fk(
+    name: &str,
+    from: (&str, &str),
+    to: &str,
+    on_delete: ForeignKeyAction,
+) -> ForeignKeyCreateStatement {
     ForeignKey::create()
         .name(name)
         .from(Alias::new(from.0), Alias::new(from.1))
@@ -96,13 +101,28 @@ impl MigrationTrait for Migration {
             .col(opt_ts("last_login_at"))
             .col(ts("created_at"))
             .col(ts("updated_at"))
-            .foreign_key(&mut fk("fk_users_tenant", ("users", "tenant_id"), "tenants", ForeignKeyAction::Restrict));
+            .foreign_key(&mut fk(
+                "fk_users_tenant",
+                ("users", "tenant_id"),
+                "tenants",
+                ForeignKeyAction::Restrict,
+            ));
         manager.create_table(users.to_owned()).await?;
         manager
-            .create_index(index("ux_users_tenant_email", "users", &["tenant_id", "email"], true))
+            .create_index(index(
+                "ux_users_email",
+                "users",
+                &["tenant_id", "email"],
+                true,
+            ))
             .await?;
         manager
-            .create_index(index("ux_users_oidc", "users", &["oidc_issuer", "oidc_subject"], true))
+            .create_index(index(
+                "ux_users_oidc",
+                "users",
+                &["oidc_issuer", "oidc_subject"],
+                true,
+            ))
             .await?;
 
         manager
@@ -113,12 +133,22 @@ impl MigrationTrait for Migration {
                     .col(col("user_id").big_integer().not_null())
                     .col(col("code_hash").string_len(64).not_null())
                     .col(opt_ts("used_at"))
-                    .foreign_key(&mut fk("fk_recovery_user", ("recovery_codes", "user_id"), "users", ForeignKeyAction::Cascade))
+                    .foreign_key(&mut fk(
+                        "fk_recovery_user",
+                        ("recovery_codes", "user_id"),
+                        "users",
+                        ForeignKeyAction::Cascade,
+                    ))
                     .to_owned(),
             )
             .await?;
         manager
-            .create_index(index("ix_recovery_user", "recovery_codes", &["user_id"], false))
+            .create_index(index(
+                "ix_recovery_user",
+                "recovery_codes",
+                &["user_id"],
+                false,
+            ))
             .await?;
 
         let mut keys = Table::create();
@@ -133,10 +163,20 @@ impl MigrationTrait for Migration {
             .col(opt_ts("expires_at"))
             .col(opt_ts("revoked_at"))
             .col(opt_ts("last_used_at"))
-            .foreign_key(&mut fk("fk_api_keys_tenant", ("api_keys", "tenant_id"), "tenants", ForeignKeyAction::Restrict));
+            .foreign_key(&mut fk(
+                "fk_api_keys_tenant",
+                ("api_keys", "tenant_id"),
+                "tenants",
+                ForeignKeyAction::Restrict,
+            ));
         manager.create_table(keys.to_owned()).await?;
         manager
-            .create_index(index("ix_api_keys_tenant", "api_keys", &["tenant_id", "created_at"], false))
+            .create_index(index(
+                "ix_api_keys_tenant",
+                "api_keys",
+                &["tenant_id", "created_at"],
+                false,
+            ))
             .await?;
 
         manager
@@ -155,16 +195,36 @@ impl MigrationTrait for Migration {
                     .col(col("source_ip").string_len(64).null())
                     .col(col("user_agent").string_len(400).null())
                     .col(ts("created_at"))
-                    .foreign_key(&mut fk("fk_sessions_user", ("sessions", "user_id"), "users", ForeignKeyAction::Cascade))
-                    .foreign_key(&mut fk("fk_sessions_key", ("sessions", "api_key_id"), "api_keys", ForeignKeyAction::Cascade))
+                    .foreign_key(&mut fk(
+                        "fk_sessions_user",
+                        ("sessions", "user_id"),
+                        "users",
+                        ForeignKeyAction::Cascade,
+                    ))
+                    .foreign_key(&mut fk(
+                        "fk_sessions_key",
+                        ("sessions", "api_key_id"),
+                        "api_keys",
+                        ForeignKeyAction::Cascade,
+                    ))
                     .to_owned(),
             )
             .await?;
         manager
-            .create_index(index("ux_sessions_access", "sessions", &["access_hash"], true))
+            .create_index(index(
+                "ux_sessions_access",
+                "sessions",
+                &["access_hash"],
+                true,
+            ))
             .await?;
         manager
-            .create_index(index("ux_sessions_refresh", "sessions", &["refresh_hash"], true))
+            .create_index(index(
+                "ux_sessions_refresh",
+                "sessions",
+                &["refresh_hash"],
+                true,
+            ))
             .await?;
         manager
             .create_index(index("ix_sessions_user", "sessions", &["user_id"], false))
@@ -187,7 +247,11 @@ impl MigrationTrait for Migration {
         let audit_cols = [
             col("source_ip").string_len(64).null().to_owned(),
             col("user_agent").string_len(400).null().to_owned(),
-            col("result").string_len(16).not_null().default("SUCCESS").to_owned(),
+            col("result")
+                .string_len(16)
+                .not_null()
+                .default("SUCCESS")
+                .to_owned(),
             col("prev_hash").string_len(64).null().to_owned(),
             col("hash").string_len(64).null().to_owned(),
         ];
@@ -202,7 +266,12 @@ impl MigrationTrait for Migration {
                 .await?;
         }
         manager
-            .create_index(index("ix_audit_tenant_id", "audit_log", &["tenant_id", "id"], false))
+            .create_index(index(
+                "ix_audit_tenant_id",
+                "audit_log",
+                &["tenant_id", "id"],
+                false,
+            ))
             .await
     }
 
@@ -213,7 +282,12 @@ impl MigrationTrait for Migration {
                 .await?;
         }
         manager
-            .drop_index(Index::drop().name("ix_audit_tenant_id").table(Alias::new("audit_log")).to_owned())
+            .drop_index(
+                Index::drop()
+                    .name("ix_audit_tenant_id")
+                    .table(Alias::new("audit_log"))
+                    .to_owned(),
+            )
             .await?;
         for c in ["source_ip", "user_agent", "result", "prev_hash", "hash"] {
             manager

@@ -5,8 +5,8 @@
 use chrono::{DateTime, Utc};
 use entities::api_key;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, IntoActiveModel, QueryFilter,
-    QueryOrder, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
+    IntoActiveModel, QueryFilter, QueryOrder, Set, TransactionTrait,
 };
 
 use super::policy::{Action, Grant};
@@ -101,7 +101,12 @@ pub async fn revoke(
     key_id: i64,
 ) -> ApiResult<api_key::Model> {
     who.require(Action::ManageApiKeys)?;
-    let not_found = || ApiError::NotFound(format!("ApiKey {}", crate::ids::encode_other(crate::ids::Other::ApiKey, key_id).0));
+    let not_found = || {
+        ApiError::NotFound(format!(
+            "ApiKey {}",
+            crate::ids::encode_other(crate::ids::Other::ApiKey, key_id).0
+        ))
+    };
     let before = api_key::Entity::find_by_id(key_id)
         .filter(api_key::Column::TenantId.eq(who.tenant_id))
         .one(db)

@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use entities::{api_key, user};
-use sea_orm::{DatabaseConnection, EntityTrait, sea_query::Expr, ColumnTrait, QueryFilter};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, sea_query::Expr};
 
 use super::policy::Grant;
-use super::secret::{API_KEY_PREFIX, ACCESS_PREFIX, same, sha256_hex};
+use super::secret::{ACCESS_PREFIX, API_KEY_PREFIX, same, sha256_hex};
 use super::{Credential, Origin, Principal, scope, sessions};
 use crate::clock::now;
 use crate::error::{ApiError, ApiResult, ErrorCode};

@@ -281,13 +281,17 @@ impl AuthQuery {
     /// Who you are, with your role and scope.
     async fn viewer(&self, ctx: &Context<'_>) -> Result<Viewer> {
         let who = who(ctx)?;
-        let account = users::me(identity(ctx)?, who).await.map_err(|e| e.extend())?;
+        let account = users::me(identity(ctx)?, who)
+            .await
+            .map_err(|e| e.extend())?;
         Ok(Viewer(who.clone(), account))
     }
 
     /// Users you may manage (needs a role that manages users).
     async fn users(&self, ctx: &Context<'_>) -> Result<Vec<User>> {
-        let rows = users::list(identity(ctx)?, who(ctx)?).await.map_err(|e| e.extend())?;
+        let rows = users::list(identity(ctx)?, who(ctx)?)
+            .await
+            .map_err(|e| e.extend())?;
         Ok(rows.into_iter().map(User).collect())
     }
 
@@ -337,7 +341,10 @@ impl AuthQuery {
         let more = rows.len() > usize::try_from(first).unwrap_or(50);
         rows.truncate(usize::try_from(first).unwrap_or(50));
         let next_cursor = more
-            .then(|| rows.last().map(|r| ids::encode_other(Other::AuditEntry, r.id)))
+            .then(|| {
+                rows.last()
+                    .map(|r| ids::encode_other(Other::AuditEntry, r.id))
+            })
             .flatten();
         Ok(AuditPage {
             entries: rows.into_iter().map(AuditEntry).collect(),
@@ -357,17 +364,15 @@ impl AuthQuery {
             ok: v.first_broken_id.is_none(),
             checked: v.checked,
             unsealed: v.unsealed,
-            first_broken_id: v.first_broken_id.map(|id| ids::encode_other(Other::AuditEntry, id)),
+            first_broken_id: v
+                .first_broken_id
+                .map(|id| ids::encode_other(Other::AuditEntry, id)),
             reason: v.reason,
         })
     }
 }
 
-fn grant(
-    role: Role,
-    client_ids: Option<Vec<ID>>,
-    site_ids: Option<Vec<ID>>,
-) -> Result<Grant> {
+fn grant(role: Role, client_ids: Option<Vec<ID>>, site_ids: Option<Vec<ID>>) -> Result<Grant> {
     Ok(Grant {
         role: role.into(),
         clients: decode_list(Kind::Client, client_ids)?,
@@ -400,7 +405,9 @@ impl AuthMutation {
         let grant = match input.role {
             Some(role) => Some(grant(role, input.client_ids, input.site_ids)?),
             None if input.client_ids.is_some() || input.site_ids.is_some() => {
-                return Err(ApiError::validation("role", "give the role with a new scope").extend());
+                return Err(
+                    ApiError::validation("role", "give the role with a new scope").extend(),
+                );
             }
             None => None,
         };
@@ -466,9 +473,15 @@ impl AuthMutation {
         input: CreateApiKeyInput,
     ) -> Result<CreatedApiKey> {
         let g = grant(input.role, input.client_ids, input.site_ids)?;
-        let (model, key) = api_keys::create(&identity(ctx)?.db, who(ctx)?, &input.name, g, input.expires_at)
-            .await
-            .map_err(|e| e.extend())?;
+        let (model, key) = api_keys::create(
+            &identity(ctx)?.db,
+            who(ctx)?,
+            &input.name,
+            g,
+            input.expires_at,
+        )
+        .await
+        .map_err(|e| e.extend())?;
         Ok(CreatedApiKey {
             key,
             api_key: ApiKey(model),
@@ -519,11 +532,24 @@ pub async fn export_audit(
     let (content_type, body) = if csv_format {
         let mut w = csv::Writer::from_writer(Vec::new());
         let _ = w.write_record([
-            "id", "created_at", "actor", "action", "target_type", "target_id", "result",
-            "source_ip", "user_agent", "before", "after", "prev_hash", "hash",
+            "id",
+            "created_at",
+            "actor",
+            "action",
+            "target_type",
+            "target_id",
+            "result",
+            "source_ip",
+            "user_agent",
+            "before",
+            "after",
+            "prev_hash",
+            "hash",
         ]);
         for r in &rows {
-            let json = |v: &Option<serde_json::Value>| v.as_ref().map(|v| v.to_string()).unwrap_or_default();
+            let json = |v: &Option<serde_json::Value>| {
+                v.as_ref().map(|v| v.to_string()).unwrap_or_default()
+            };
             let _ = w.write_record([
                 r.id.to_string(),
                 r.created_at.to_rfc3339(),
@@ -540,7 +566,10 @@ pub async fn export_audit(
                 r.hash.clone().unwrap_or_default(),
             ]);
         }
-        ("text/csv; charset=utf-8", w.into_inner().unwrap_or_default())
+        (
+            "text/csv; charset=utf-8",
+            w.into_inner().unwrap_or_default(),
+        )
     } else {
         let mut out = Vec::new();
         for r in &rows {
@@ -555,7 +584,10 @@ pub async fn export_audit(
         .content_type(content_type)
         .header(
             "content-disposition",
-            format!("attachment; filename=\"audit-log.{}\"", if csv_format { "csv" } else { "ndjson" }),
+            format!(
+                "attachment; filename=\"audit-log.{}\"",
+                if csv_format { "csv" } else { "ndjson" }
+            ),
         )
         .body(body)
 }

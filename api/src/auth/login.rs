@@ -4,8 +4,7 @@
 use chrono::Duration;
 use entities::{recovery_code, tenant, user};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, Set,
-    sea_query::Expr,
+    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, Set, sea_query::Expr,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -84,7 +83,15 @@ pub async fn password_login(id: &Identity, req: LoginRequest, origin: Origin) ->
     let audit_tenant = tenant.as_ref().map_or(id.default_tenant, |t| t.id);
     let fail = |user_id: Option<i64>, reason: &str| {
         let detail = json!({ "email": email, "tenant": slug, "reason": reason });
-        record_attempt(id, audit_tenant, user_id, "password", detail, Outcome::Failure, &origin)
+        record_attempt(
+            id,
+            audit_tenant,
+            user_id,
+            "password",
+            detail,
+            Outcome::Failure,
+            &origin,
+        )
     };
 
     let Some(user) = found else {
@@ -136,7 +143,14 @@ pub async fn password_login(id: &Identity, req: LoginRequest, origin: Origin) ->
     active.locked_until = Set(None);
     active.last_login_at = Set(Some(now()));
     active.update(&id.db).await?;
-    let tokens = sessions::issue(&id.db, &id.config, user.tenant_id, Subject::User(user.id), &origin).await?;
+    let tokens = sessions::issue(
+        &id.db,
+        &id.config,
+        user.tenant_id,
+        Subject::User(user.id),
+        &origin,
+    )
+    .await?;
     record_attempt(
         id,
         user.tenant_id,
@@ -155,12 +169,18 @@ async fn count_failure(id: &Identity, user: &user::Model) -> ApiResult<()> {
     let failures = user.failed_logins.saturating_add(1);
     let lock = u32::try_from(failures).unwrap_or(u32::MAX) >= id.config.max_failed_logins;
     let mut update = user::Entity::update_many()
-        .col_expr(user::Column::FailedLogins, Expr::value(if lock { 0 } else { failures }))
+        .col_expr(
+            user::Column::FailedLogins,
+            Expr::value(if lock { 0 } else { failures }),
+        )
         .filter(user::Column::Id.eq(user.id));
     if lock {
         let until = now() + Duration::seconds(i64::try_from(id.config.lockout_secs).unwrap_or(900));
         update = update.col_expr(user::Column::LockedUntil, Expr::value(until));
-        tracing::warn!(user_id = user.id, "account locked after repeated failed sign-ins");
+        tracing::warn!(
+            user_id = user.id,
+            "account locked after repeated failed sign-ins"
+        );
     }
     update.exec(&id.db).await?;
     Ok(())

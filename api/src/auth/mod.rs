@@ -204,13 +204,31 @@ impl Identity {
         if let Some(key) = &auth.admin_api_key
             && key.len() < 16
         {
-            anyhow::bail!("auth.admin_api_key (TRACKINGBMS_ADMIN_API_KEY) must be at least 16 characters");
+            anyhow::bail!(
+                "auth.admin_api_key (TRACKINGBMS_ADMIN_API_KEY) must be at least 16 characters"
+            );
         }
         let redis = config.redis_url.as_deref().filter(|u| !u.is_empty());
         Ok(Self {
-            authenticator: Authenticator::new(db.clone(), default_tenant, auth.admin_api_key.as_deref()),
-            requests: ratelimit::RateLimiter::new("req", config.limits.requests_per_minute, redis).await?,
-            logins: ratelimit::RateLimiter::new("login", auth.login_attempts_per_minute, redis).await?,
+            authenticator: Authenticator::new(
+                db.clone(),
+                default_tenant,
+                auth.admin_api_key.as_deref(),
+            ),
+            requests: ratelimit::RateLimiter::new(
+                "req",
+                config.limits.requests_per_minute,
+                redis,
+                &config.limits.redis_key_prefix,
+            )
+            .await?,
+            logins: ratelimit::RateLimiter::new(
+                "login",
+                auth.login_attempts_per_minute,
+                redis,
+                &config.limits.redis_key_prefix,
+            )
+            .await?,
             oidc: std::sync::Arc::new(oidc::Providers::discover(&db, &auth.oidc).await?),
             config: std::sync::Arc::new(auth),
             db,
@@ -220,11 +238,17 @@ impl Identity {
 
     /// Authenticates an HTTP request and counts it against the caller's
     /// rate limit.
-    pub async fn request_principal(&self, req: &poem::Request) -> crate::error::ApiResult<Principal> {
+    pub async fn request_principal(
+        &self,
+        req: &poem::Request,
+    ) -> crate::error::ApiResult<Principal> {
         let token = req
             .header(poem::http::header::AUTHORIZATION)
             .and_then(authenticate::bearer);
-        let who = self.authenticator.authenticate(token, Origin::of(req)).await?;
+        let who = self
+            .authenticator
+            .authenticate(token, Origin::of(req))
+            .await?;
         self.requests.check(&who.rate_key()).await?;
         Ok(who)
     }

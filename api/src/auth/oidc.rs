@@ -67,7 +67,10 @@ fn sso_error(message: impl Into<String>) -> ApiError {
 
 impl Providers {
     /// Checks the configuration; discovery waits for the first login.
-    pub async fn discover(_db: &DatabaseConnection, configs: &[OidcProviderConfig]) -> anyhow::Result<Self> {
+    pub async fn discover(
+        _db: &DatabaseConnection,
+        configs: &[OidcProviderConfig],
+    ) -> anyhow::Result<Self> {
         let mut by_name = HashMap::new();
         for c in configs {
             IssuerUrl::new(c.issuer_url.clone())
@@ -182,7 +185,9 @@ impl Providers {
             .one(&id.db)
             .await?
             .filter(|l| l.provider == name)
-            .ok_or_else(|| sso_error("unknown or already used login state; start the login again"))?;
+            .ok_or_else(|| {
+                sso_error("unknown or already used login state; start the login again")
+            })?;
         // One use only, whatever happens next.
         oidc_login::Entity::delete_by_id(pending.state.clone())
             .exec(&id.db)
@@ -201,8 +206,15 @@ impl Providers {
         let id_token = response
             .id_token()
             .ok_or_else(|| sso_error("the provider returned no ID token"))?;
-        self.sign_in(id, p, &client, &id_token.to_string(), &pending.nonce, origin)
-            .await
+        self.sign_in(
+            id,
+            p,
+            &client,
+            &id_token.to_string(),
+            &pending.nonce,
+            origin,
+        )
+        .await
     }
 
     /// Validates an ID token of provider `name` issued for `nonce` (the
@@ -227,11 +239,25 @@ impl Providers {
             .filter(tenant::Column::Slug.eq(&p.config.tenant))
             .one(&id.db)
             .await?
-            .ok_or_else(|| ApiError::validation("tenant", format!("tenant '{}' does not exist", p.config.tenant)))?;
+            .ok_or_else(|| {
+                ApiError::validation(
+                    "tenant",
+                    format!("tenant '{}' does not exist", p.config.tenant),
+                )
+            })?;
         let claims = match validate_id_token(client, raw_id_token, nonce, &p.config.groups_claim) {
             Ok(c) => c,
             Err(reason) => {
-                record_attempt(id, tenant.id, None, "oidc", json!({ "provider": p.config.name, "reason": reason }), Outcome::Failure, origin).await;
+                record_attempt(
+                    id,
+                    tenant.id,
+                    None,
+                    "oidc",
+                    json!({ "provider": p.config.name, "reason": reason }),
+                    Outcome::Failure,
+                    origin,
+                )
+                .await;
                 return Err(sso_error(format!("ID token rejected: {reason}")));
             }
         };
@@ -242,7 +268,14 @@ impl Providers {
                 return Err(err);
             }
         };
-        let tokens = sessions::issue(&id.db, &id.config, tenant.id, Subject::User(user.id), origin).await?;
+        let tokens = sessions::issue(
+            &id.db,
+            &id.config,
+            tenant.id,
+            Subject::User(user.id),
+            origin,
+        )
+        .await?;
         record_attempt(
             id,
             tenant.id,
@@ -265,7 +298,9 @@ impl Providers {
         claims: &Claims,
     ) -> ApiResult<user::Model> {
         let role = mapped_role(&p.config, &claims.groups).ok_or_else(|| {
-            ApiError::Forbidden("your groups grant no role in TrackingBMS; ask an administrator".into())
+            ApiError::Forbidden(
+                "your groups grant no role in TrackingBMS; ask an administrator".into(),
+            )
         })?;
         let by_subject = user::Entity::find()
             .filter(user::Column::OidcIssuer.eq(&claims.issuer))
@@ -276,12 +311,14 @@ impl Providers {
             Some(u) => Some(u),
             // Link an existing local account only on a verified address.
             None => match (&claims.email, claims.email_verified) {
-                (Some(email), true) => user::Entity::find()
-                    .filter(user::Column::TenantId.eq(tenant_id))
-                    .filter(user::Column::Email.eq(email.to_lowercase()))
-                    .filter(user::Column::OidcSubject.is_null())
-                    .one(&id.db)
-                    .await?,
+                (Some(email), true) => {
+                    user::Entity::find()
+                        .filter(user::Column::TenantId.eq(tenant_id))
+                        .filter(user::Column::Email.eq(email.to_lowercase()))
+                        .filter(user::Column::OidcSubject.is_null())
+                        .one(&id.db)
+                        .await?
+                }
                 _ => None,
             },
         };
@@ -371,7 +408,10 @@ fn validate_id_token(
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or(Value::Null);
     let groups = match payload.get(groups_claim) {
-        Some(Value::Array(items)) => items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
         Some(Value::String(s)) => s.split(',').map(|g| g.trim().to_owned()).collect(),
         _ => Vec::new(),
     };

@@ -2,8 +2,8 @@
 //! factor (RFC 6238: SHA-1, 6 digits, 30 s, ±1 step) and one-time recovery
 //! codes.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use rand::RngCore;
 use totp_rs::{Algorithm, Secret, TOTP};
 
@@ -138,7 +138,10 @@ mod tests {
         assert!(uri.starts_with("otpauth://totp/TrackingBMS:ana%40example.com?"));
         let code = current_totp(&secret, "ana@example.com").unwrap();
         assert!(check_totp(&secret, "ana@example.com", &code));
-        let wrong = format!("{:06}", (code.parse::<u32>().unwrap() + 500_000) % 1_000_000);
+        let wrong = format!(
+            "{:06}",
+            (code.parse::<u32>().unwrap() + 500_000) % 1_000_000
+        );
         assert!(!check_totp(&secret, "ana@example.com", &wrong));
     }
 }

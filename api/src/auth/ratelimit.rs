@@ -18,6 +18,7 @@ use crate::error::{ApiError, ApiResult};
 pub struct RateLimiter {
     per_minute: u32,
     name: &'static str,
+    prefix: String,
     backend: Backend,
 }
 
@@ -29,8 +30,14 @@ enum Backend {
 }
 
 impl RateLimiter {
-    /// A limiter named `name` (part of the Redis key); 0 turns it off.
-    pub async fn new(name: &'static str, per_minute: u32, redis_url: Option<&str>) -> anyhow::Result<Self> {
+    /// A limiter named `name` (part of the Redis key, after `prefix`); a
+    /// budget of 0 turns it off.
+    pub async fn new(
+        name: &'static str,
+        per_minute: u32,
+        redis_url: Option<&str>,
+        prefix: &str,
+    ) -> anyhow::Result<Self> {
         let backend = match (NonZeroU32::new(per_minute), redis_url) {
             (None, _) => Backend::Off,
             (Some(_), Some(url)) => {
@@ -44,6 +51,7 @@ impl RateLimiter {
         Ok(Self {
             per_minute,
             name,
+            prefix: prefix.to_owned(),
             backend,
         })
     }
@@ -61,7 +69,7 @@ impl RateLimiter {
             Backend::Redis(conn) => {
                 let now = chrono::Utc::now().timestamp();
                 let window = now / 60;
-                let redis_key = format!("trackingbms:rl:{}:{key}:{window}", self.name);
+                let redis_key = format!("{}:{}:{key}:{window}", self.prefix, self.name);
                 let mut conn = conn.clone();
                 let counted: Result<(u64,), _> = redis::pipe()
                     .atomic()

@@ -106,7 +106,10 @@ async fn refresh_user(app: &App, token: &str, origin: &Origin) -> ApiResult<Toke
         if let Some(uid) = old.user_id {
             sessions::revoke_user(&id.db, uid).await?;
         }
-        return Err(ApiError::auth(ErrorCode::InvalidCredentials, "the account is disabled"));
+        return Err(ApiError::auth(
+            ErrorCode::InvalidCredentials,
+            "the account is disabled",
+        ));
     }
     Ok(tokens)
 }
@@ -124,7 +127,8 @@ async fn logout(req: &Request, Data(app): Data<&App>) -> Response {
         Err(err) => return api_error_response(&err),
     };
     match who.credential {
-        Credential::Session { session_id, .. } => match sessions::revoke(&app.db, session_id).await {
+        Credential::Session { session_id, .. } => match sessions::revoke(&app.db, session_id).await
+        {
             Ok(()) => StatusCode::NO_CONTENT.into_response(),
             Err(err) => api_error_response(&err),
         },
@@ -162,7 +166,9 @@ pub async fn oauth_token(req: &Request, body: poem::Body, Data(app): Data<&App>)
     let form: TokenRequest = match body.into_bytes_limit(64 * 1024).await {
         Ok(bytes) => match serde_urlencoded::from_bytes(&bytes) {
             Ok(f) => f,
-            Err(e) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()),
+            Err(e) => {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string());
+            }
         },
         Err(e) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()),
     };
@@ -172,30 +178,61 @@ pub async fn oauth_token(req: &Request, body: poem::Body, Data(app): Data<&App>)
             let basic = req
                 .header(header::AUTHORIZATION)
                 .and_then(|h| h.strip_prefix("Basic "))
-                .and_then(|b| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b.trim()).ok())
+                .and_then(|b| {
+                    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b.trim())
+                        .ok()
+                })
                 .and_then(|b| String::from_utf8(b).ok())
                 .and_then(|s| s.split_once(':').map(|(a, b)| (a.to_owned(), b.to_owned())));
             let (client_id, secret) = match (form.client_id, form.client_secret, basic) {
                 (Some(id), Some(secret), _) => (id, secret),
                 (_, _, Some(pair)) => pair,
                 _ => {
-                    return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client_id and client_secret are required");
+                    return oauth_error(
+                        StatusCode::UNAUTHORIZED,
+                        "invalid_client",
+                        "client_id and client_secret are required",
+                    );
                 }
             };
             // The client id is the key's `tbk_<id>` part, the secret the rest.
-            let key = parse_api_key(&format!("{client_id}_{secret}"))
-                .map(|(id, s)| (id, s.to_owned()));
+            let key =
+                parse_api_key(&format!("{client_id}_{secret}")).map(|(id, s)| (id, s.to_owned()));
             let Some((key_id, key_secret)) = key else {
                 return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "unknown client");
             };
             let id = &app.identity;
             match id.authenticator.api_key(key_id, &key_secret).await {
                 Ok(k) => {
-                    let tokens = sessions::issue(&id.db, &id.config, k.tenant_id, Subject::ApiKey(k.id), &origin).await;
-                    record_attempt(id, k.tenant_id, None, "client_credentials", json!({ "apiKey": k.id }), if tokens.is_ok() { Outcome::Success } else { Outcome::Failure }, &origin).await;
+                    let tokens = sessions::issue(
+                        &id.db,
+                        &id.config,
+                        k.tenant_id,
+                        Subject::ApiKey(k.id),
+                        &origin,
+                    )
+                    .await;
+                    record_attempt(
+                        id,
+                        k.tenant_id,
+                        None,
+                        "client_credentials",
+                        json!({ "apiKey": k.id }),
+                        if tokens.is_ok() {
+                            Outcome::Success
+                        } else {
+                            Outcome::Failure
+                        },
+                        &origin,
+                    )
+                    .await;
                     tokens_response(tokens)
                 }
-                Err(_) => oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "unknown client or wrong secret"),
+                Err(_) => oauth_error(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_client",
+                    "unknown client or wrong secret",
+                ),
             }
         }
         "refresh_token" => match form.refresh_token {
@@ -203,7 +240,11 @@ pub async fn oauth_token(req: &Request, body: poem::Body, Data(app): Data<&App>)
                 Ok(tokens) => tokens_response(Ok(tokens)),
                 Err(e) => oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", &e.to_string()),
             },
-            None => oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "refresh_token is required"),
+            None => oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "refresh_token is required",
+            ),
         },
         other => oauth_error(
             StatusCode::BAD_REQUEST,
@@ -247,11 +288,17 @@ async fn oidc_callback(
     if let Some(error) = cb.error {
         return api_error_response(&ApiError::auth(
             ErrorCode::InvalidCredentials,
-            format!("the provider refused the login: {error} {}", cb.error_description.unwrap_or_default()),
+            format!(
+                "the provider refused the login: {error} {}",
+                cb.error_description.unwrap_or_default()
+            ),
         ));
     }
     let (Some(code), Some(state)) = (cb.code, cb.state) else {
-        return api_error_response(&ApiError::validation("code", "the callback needs `code` and `state`"));
+        return api_error_response(&ApiError::validation(
+            "code",
+            "the callback needs `code` and `state`",
+        ));
     };
     tokens_response(
         app.identity

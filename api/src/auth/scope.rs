@@ -10,7 +10,9 @@ use crate::error::{ApiError, ApiResult};
 
 /// Reads a stored id list (`null` or absent: the whole tenant).
 pub fn ids_from_json(value: Option<&Value>) -> Option<Vec<i64>> {
-    value.and_then(Value::as_array).map(|items| items.iter().filter_map(Value::as_i64).collect())
+    value
+        .and_then(Value::as_array)
+        .map(|items| items.iter().filter_map(Value::as_i64).collect())
 }
 
 pub fn ids_to_json(ids: &Option<Vec<i64>>) -> Option<Value> {

@@ -10,8 +10,7 @@
 use chrono::{DateTime, Duration, Utc};
 use entities::session;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set,
-    sea_query::Expr,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, sea_query::Expr,
 };
 use serde::Serialize;
 
@@ -120,7 +119,11 @@ pub async fn refresh(
         .ok_or_else(invalid_refresh)?;
     let user_id = found.user_id.ok_or_else(invalid_refresh)?;
     if found.revoked_at.is_some() {
-        tracing::warn!(user_id, session_id = found.id, "refresh token reused: revoking every session of the user");
+        tracing::warn!(
+            user_id,
+            session_id = found.id,
+            "refresh token reused: revoking every session of the user"
+        );
         revoke_user(db, user_id).await?;
         return Err(invalid_refresh());
     }

@@ -83,7 +83,12 @@ pub async fn within_reach(
 
 /// A user of the caller's tenant that the caller may manage, or NOT_FOUND.
 async fn manageable(id: &Identity, who: &Principal, user_id: i64) -> ApiResult<user::Model> {
-    let not_found = || ApiError::NotFound(format!("User {}", crate::ids::encode_other(crate::ids::Other::User, user_id).0));
+    let not_found = || {
+        ApiError::NotFound(format!(
+            "User {}",
+            crate::ids::encode_other(crate::ids::Other::User, user_id).0
+        ))
+    };
     let target = user::Entity::find_by_id(user_id)
         .filter(user::Column::TenantId.eq(who.tenant_id))
         .one(&id.db)
@@ -131,7 +136,10 @@ pub async fn create(id: &Identity, who: &Principal, new: NewUser) -> ApiResult<u
     let model = user::ActiveModel {
         tenant_id: Set(who.tenant_id),
         email: Set(email.clone()),
-        display_name: Set(new.display_name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty())),
+        display_name: Set(new
+            .display_name
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())),
         role: Set(new.grant.role),
         client_ids: Set(scope::ids_to_json(&new.grant.clients)),
         site_ids: Set(scope::ids_to_json(&new.grant.sites)),
@@ -175,7 +183,8 @@ pub async fn update(
 ) -> ApiResult<user::Model> {
     who.require(Action::ManageUsers)?;
     let before = manageable(id, who, user_id).await?;
-    if who.user_id() == Some(user_id) && (changes.grant.is_some() || changes.disabled == Some(true)) {
+    if who.user_id() == Some(user_id) && (changes.grant.is_some() || changes.disabled == Some(true))
+    {
         return Err(ApiError::Forbidden(
             "you cannot change your own role or scope, or disable yourself".into(),
         ));
@@ -183,7 +192,11 @@ pub async fn update(
     if let Some(grant) = &changes.grant {
         scope::check_grant(&id.db, who, grant).await?;
     }
-    let password_hash = changes.password.as_deref().map(password::hash).transpose()?;
+    let password_hash = changes
+        .password
+        .as_deref()
+        .map(password::hash)
+        .transpose()?;
     let txn = id.db.begin().await?;
     let mut active = before.clone().into_active_model();
     if let Some(name) = changes.display_name {
@@ -227,7 +240,9 @@ pub async fn update(
 
 fn signed_in(who: &Principal) -> ApiResult<i64> {
     who.user_id().ok_or_else(|| {
-        ApiError::Forbidden("only a signed-in user (not an API key) has an account to change".into())
+        ApiError::Forbidden(
+            "only a signed-in user (not an API key) has an account to change".into(),
+        )
     })
 }
 
@@ -260,10 +275,15 @@ pub async fn confirm_totp(id: &Identity, who: &Principal, code: &str) -> ApiResu
         .await?
         .ok_or_else(|| ApiError::NotFound("user".into()))?;
     let Some(secret) = user.totp_secret.clone().filter(|_| !user.totp_enabled) else {
-        return Err(ApiError::Conflict("no TOTP enrolment is pending; call enrollTotp first".into()));
+        return Err(ApiError::Conflict(
+            "no TOTP enrolment is pending; call enrollTotp first".into(),
+        ));
     };
     if !password::check_totp(&secret, &user.email, code) {
-        return Err(ApiError::validation("code", "wrong code; check the device's clock"));
+        return Err(ApiError::validation(
+            "code",
+            "wrong code; check the device's clock",
+        ));
     }
     let codes = password::new_recovery_codes();
     let txn = id.db.begin().await?;
@@ -313,7 +333,10 @@ pub async fn disable_totp(id: &Identity, who: &Principal, code: &str) -> ApiResu
             .as_deref()
             .is_some_and(|s| password::check_totp(s, &user.email, code));
     if !ok {
-        return Err(ApiError::validation("code", "wrong code, or TOTP is not enabled"));
+        return Err(ApiError::validation(
+            "code",
+            "wrong code, or TOTP is not enabled",
+        ));
     }
     let txn = id.db.begin().await?;
     recovery_code::Entity::delete_many()

@@ -37,8 +37,18 @@ pub async fn ensure(app: &App) -> anyhow::Result<Vec<DemoUser>> {
     let of_site = format!("site '{}'", first_site.name);
     let plan = [
         (Role::SuperAdmin, None, None, whole),
-        (Role::ClientAdmin, Some(vec![first_client.id]), None, of_client.clone()),
-        (Role::SiteManager, None, Some(vec![first_site.id]), of_site.clone()),
+        (
+            Role::ClientAdmin,
+            Some(vec![first_client.id]),
+            None,
+            of_client.clone(),
+        ),
+        (
+            Role::SiteManager,
+            None,
+            Some(vec![first_site.id]),
+            of_site.clone(),
+        ),
         (Role::Technician, None, Some(vec![first_site.id]), of_site),
         (Role::Observer, Some(vec![first_client.id]), None, of_client),
     ];

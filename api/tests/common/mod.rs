@@ -10,6 +10,28 @@ use poem::test::TestClient;
 use serde_json::{Value, json};
 use trackingbms_api::{App, Config};
 
+/// The bootstrap SUPER_ADMIN key every test app and test server accepts
+/// (`auth.admin_api_key`, `TRACKINGBMS_ADMIN_API_KEY`).
+pub const ADMIN_KEY: &str = "test-bootstrap-admin-key-0123456789";
+
+/// `Authorization` header value of the bootstrap key.
+pub fn admin_bearer() -> String {
+    format!("Bearer {ADMIN_KEY}")
+}
+
+/// An HTTP client that authenticates as the bootstrap super admin.
+pub fn authed_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        admin_bearer().parse().expect("header value"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("HTTP client")
+}
+
 /// A fresh, empty PostgreSQL schema; returns a URL whose connections use it.
 /// Panics (the test fails) when PostgreSQL is unreachable.
 pub async fn fresh_pg_url() -> String {
@@ -43,6 +65,7 @@ impl TestApp {
             data_dir: dir.path().to_path_buf(),
             ..Config::default()
         };
+        config.auth.admin_api_key = Some(ADMIN_KEY.into());
         if backend == Backend::Postgres {
             config.database_url = Some(fresh_pg_url().await);
             config.db_max_connections = 4;
@@ -60,16 +83,62 @@ impl TestApp {
         }
     }
 
-    /// POSTs a GraphQL request and returns the whole JSON response.
+    /// POSTs a GraphQL request as the bootstrap super admin and returns
+    /// the whole JSON response.
     pub async fn gql(&self, query: &str, variables: Value) -> Value {
+        self.gql_as(ADMIN_KEY, query, variables).await
+    }
+
+    /// POSTs a GraphQL request with `token` as bearer credentials.
+    pub async fn gql_as(&self, token: &str, query: &str, variables: Value) -> Value {
         let resp = self
             .client
             .post("/graphql")
+            .header("authorization", format!("Bearer {token}"))
             .body_json(&json!({ "query": query, "variables": variables }))
             .send()
             .await;
         resp.assert_status_is_ok();
         resp.json().await.value().deserialize::<Value>()
+    }
+
+    /// The HTTP status of `{ viewer { role } }` asked with `token`.
+    pub async fn gql_as_status(&self, token: &str) -> poem::http::StatusCode {
+        self.client
+            .post("/graphql")
+            .header("authorization", format!("Bearer {token}"))
+            .body_json(&json!({ "query": "{ viewer { role } }" }))
+            .send()
+            .await
+            .0
+            .status()
+    }
+
+    /// `data` of a request made with `token`; panics on errors.
+    pub async fn data_as(&self, token: &str, query: &str, variables: Value) -> Value {
+        let resp = self.gql_as(token, query, variables).await;
+        assert!(resp.get("errors").is_none(), "unexpected errors: {resp:#}");
+        resp["data"].clone()
+    }
+
+    /// The `extensions.code` of the first error of a request made with `token`.
+    pub async fn error_code_as(&self, token: &str, query: &str, variables: Value) -> String {
+        let resp = self.gql_as(token, query, variables).await;
+        resp["errors"][0]["extensions"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("expected an error with a code, got {resp:#}"))
+            .to_owned()
+    }
+
+    /// A POST to `path` authenticated as the bootstrap super admin.
+    pub fn post(
+        &self,
+        path: &str,
+    ) -> poem::test::TestRequestBuilder<'_, poem::endpoint::BoxEndpoint<'static, poem::Response>>
+    {
+        self.client
+            .post(path)
+            .header("authorization", admin_bearer())
     }
 
     /// Like [`gql`] but asserts there is no error and returns `data`.
@@ -94,10 +163,30 @@ impl TestApp {
         query: &str,
         variables: Value,
     ) -> futures_util::stream::BoxStream<'static, Value> {
+        self.subscribe_as(self.app.system("test"), query, variables)
+    }
+
+    /// The principal a bearer token stands for.
+    pub async fn principal(&self, token: &str) -> trackingbms_api::auth::Principal {
+        self.app
+            .identity
+            .authenticator
+            .authenticate(Some(token), Default::default())
+            .await
+            .expect("token authenticates")
+    }
+
+    /// Starts a subscription as `who`.
+    pub fn subscribe_as(
+        &self,
+        who: trackingbms_api::auth::Principal,
+        query: &str,
+        variables: Value,
+    ) -> futures_util::stream::BoxStream<'static, Value> {
         use futures_util::StreamExt;
         let req = async_graphql::Request::new(query)
             .variables(async_graphql::Variables::from_json(variables))
-            .data(self.app.system("test"));
+            .data(who);
         self.app
             .schema
             .execute_stream(req)

@@ -1,11 +1,14 @@
 // Subscribes to liveMetrics with the reference graphql-transport-ws client
 // and prints each event as one JSON line; exits 0 after COUNT events, 1 on error.
-//   node subscribe.mjs ws://127.0.0.1:8080/graphql/ws COUNT [SCOPE_JSON]
+//   TRACKINGBMS_TOKEN=… node subscribe.mjs ws://127.0.0.1:8080/graphql/ws COUNT [SCOPE_JSON]
+// The token travels in the connection_init payload, as browsers must send it.
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
 
 const [url, count = '1', scope = 'null'] = process.argv.slice(2);
+const token = process.env.TRACKINGBMS_TOKEN;
 const client = createClient({ url, webSocketImpl: WebSocket, retryAttempts: 0, lazy: false,
+  connectionParams: token ? { Authorization: `Bearer ${token}` } : {},
   on: { connected: () => console.log(JSON.stringify({ connected: true })) } });
 let seen = 0;
 const query = `subscription($scope: LiveScope) {
