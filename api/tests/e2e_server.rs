@@ -398,3 +398,173 @@ async fn acknowledged_samples_survive_kill_9() {
     );
     assert!(server.terminate().success());
 }
+
+/// A WebSocket client that sends no credentials in `connection_init` is
+/// refused before it can subscribe.
+#[tokio::test]
+async fn websocket_without_credentials_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), None).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ws/subscribe.mjs");
+    let ws_url = format!("{}/graphql/ws", server.base.replace("http://", "ws://"));
+    for token in [None, Some("tbk_1_forged")] {
+        let mut cmd = Command::new("node");
+        cmd.args([script, &ws_url, "1", "null"])
+            .env_remove("TRACKINGBMS_TOKEN")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(t) = token {
+            cmd.env("TRACKINGBMS_TOKEN", t);
+        }
+        let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{token:?}: {out:?}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!stdout.contains("liveMetrics"), "{stdout}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // async-graphql closes with 1002 and the reason of the refusal.
+        let refusal = stderr
+            .lines()
+            .find(|l| l.starts_with("{\"error\""))
+            .unwrap_or_else(|| panic!("{stderr}"));
+        assert!(refusal.to_lowercase().contains("bearer"), "{refusal}");
+    }
+}
+
+/// `trackingbms create-api-key` prints a key that the server then accepts
+/// with the role it was given; a wrong role is a clear error.
+#[tokio::test]
+async fn cli_creates_api_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_trackingbms"))
+            .arg("create-api-key")
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env("RUST_LOG", "warn")
+            .env_remove("DATABASE_URL")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--role", "observer", "--name", "erp"]);
+    assert!(out.status.success(), "{out:?}");
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(key.starts_with("tbk_"), "{key}");
+    let bad = run(&["--role", "ROOT"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is not a role"));
+
+    let server = Server::start(dir.path(), None).await;
+    let me: Value = reqwest::Client::new()
+        .post(format!("{}/graphql", server.base))
+        .bearer_auth(&key)
+        .json(&json!({ "query": "{ viewer { role actor } }" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["data"]["viewer"]["role"], "OBSERVER", "{me}");
+    let audit = server
+        .graphql(
+            "{ auditLog(first: 5) { entries { action actor } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        audit["data"]["auditLog"]["entries"][0]["action"],
+        "api_key.create"
+    );
+    assert_eq!(audit["data"]["auditLog"]["entries"][0]["actor"], "cli");
+}
+
+/// `serve --demo` prints one account per role, and each signs in with the
+/// role it was printed with.
+#[tokio::test]
+async fn demo_prints_one_account_per_role() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trackingbms"))
+        .args(["serve", "--demo", "--bind", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("RUST_LOG", "warn")
+        .env("TRACKINGBMS_DEMO__BACKFILL_HOURS", "0")
+        .env_remove("DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let lines: Vec<String> = rx
+        .iter()
+        .skip_while(|l| !l.starts_with("Demo accounts"))
+        .take(6)
+        .collect();
+    let server = Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let started = Instant::now();
+    while reqwest::get(format!("{}/health", server.base))
+        .await
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "server did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(lines.len(), 6, "{lines:?}");
+    for line in &lines[1..] {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (role, email, password) = (words[0], words[1], words[3]);
+        let tokens: Value = reqwest::Client::new()
+            .post(format!("{}/auth/login", server.base))
+            .json(&json!({ "email": email, "password": password }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let access = tokens["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{line}: {tokens}"));
+        let me: Value = reqwest::Client::new()
+            .post(format!("{}/graphql", server.base))
+            .bearer_auth(access)
+            .json(&json!({ "query": "{ viewer { role } batteries(first: 1) { totalCount } }" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(me["data"]["viewer"]["role"], role, "{me}");
+        assert!(me["data"]["batteries"]["totalCount"].as_u64().unwrap() > 0);
+    }
+    // Anonymous callers are refused in demo mode too.
+    let anonymous = reqwest::Client::new()
+        .post(format!("{}/graphql", server.base))
+        .json(&json!({ "query": "{ clients { totalCount } }" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+}

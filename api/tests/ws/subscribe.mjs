@@ -18,7 +18,12 @@ client.subscribe({ query, variables: { scope: JSON.parse(scope) } }, {
     console.log(JSON.stringify(msg));
     if (++seen >= Number(count)) { client.dispose(); process.exit(0); }
   },
-  error: (err) => { console.error(JSON.stringify(err)); process.exit(1); },
+  error: (err) => {
+    // A refused connection arrives as a CloseEvent (code 4403 Forbidden).
+    const info = err && err.code ? { code: err.code, reason: err.reason } : { message: String(err) };
+    console.error(JSON.stringify({ error: info }));
+    process.exit(1);
+  },
   complete: () => process.exit(seen >= Number(count) ? 0 : 1),
 });
 setTimeout(() => { console.error('timeout'); process.exit(2); }, 30000);
