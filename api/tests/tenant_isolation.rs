@@ -202,7 +202,8 @@ fn operations(s: &Schema, root: &str, keyword: &str, ids: &Ids) -> Vec<(String, 
                 let ty_kind = s.types[inner]["kind"].as_str().unwrap();
                 let takes_id =
                     inner == "ID" || kind_of(name, field).is_some() || ty_kind == "INPUT_OBJECT";
-                if !(required(&a["type"]) && a["defaultValue"].is_null()) && !takes_id {
+                let must = required(&a["type"]) && a["defaultValue"].is_null();
+                if !(must || takes_id) {
                     continue;
                 }
                 decls.push(format!("${name}: {}", type_string(&a["type"])));

@@ -168,7 +168,7 @@ pub async fn ingest(
                 // before is stored, the rest is refused.
                 return match store_chunk(
                     app,
-                    &who,
+                    who,
                     &mut chunk,
                     &mut report,
                     config.max_rejects_listed,
@@ -186,14 +186,8 @@ pub async fn ingest(
             }
         }
         if chunk.len() >= config.chunk_records || (end && !chunk.is_empty()) {
-            if let Err(e) = store_chunk(
-                app,
-                &who,
-                &mut chunk,
-                &mut report,
-                config.max_rejects_listed,
-            )
-            .await
+            if let Err(e) =
+                store_chunk(app, who, &mut chunk, &mut report, config.max_rejects_listed).await
             {
                 return retry_later(&e, &report, chunk_start);
             }
