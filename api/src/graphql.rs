@@ -42,6 +42,7 @@ pub fn builder(limits: &Limits) -> SchemaBuilder<Query, Mutation, Subscription> 
     .limit_depth(limits.max_query_depth)
     .limit_complexity(limits.max_query_complexity)
     .extension(ErrorCodes)
+    .extension(crate::auth::denials::AuditDenials)
 }
 
 /// The SDL that `schema.graphql` must equal.

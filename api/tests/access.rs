@@ -554,6 +554,23 @@ async fn role_matrix() {
         }
     }
     println!("{}", table.join("\n"));
+    // Each refusal is in the audit log, with the refused field.
+    let denied = t
+        .data("{ auditLog(first: 100, filter: {action: \"access.denied\"}) { entries { actor result after } } }", json!({}))
+        .await;
+    let entries = denied["auditLog"]["entries"].as_array().unwrap();
+    let expected = ops
+        .iter()
+        .flat_map(|(_, _, a)| a.iter())
+        .filter(|a| !**a)
+        .count();
+    assert_eq!(entries.len(), expected + 3, "{denied}");
+    assert!(entries.iter().all(|e| e["result"] == "DENIED"));
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["after"]["fields"][0] == "createClient")
+    );
 }
 
 #[tokio::test]

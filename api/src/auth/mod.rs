@@ -14,6 +14,7 @@
 
 pub mod api_keys;
 pub mod authenticate;
+pub mod denials;
 pub mod graphql;
 pub mod login;
 pub mod oidc;
