@@ -13,19 +13,8 @@ use serde_json::{Value, json};
 use trackingbms_api::demo::fleet::FleetSpec;
 use trackingbms_api::{App, Config, fixtures};
 
-const BENCH_KEY: &str = "bench-bootstrap-admin-key-0123456789";
-
-/// An HTTP client that authenticates with the bench's admin key.
-fn bench_client() -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Ok(v) = format!("Bearer {BENCH_KEY}").parse() {
-        headers.insert(reqwest::header::AUTHORIZATION, v);
-    }
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .unwrap_or_default()
-}
+mod support;
+use support::{BENCH_KEY, bench_client};
 
 const QUERY: &str = r#"{
   clients(first: 10) { edges { node { name

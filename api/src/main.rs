@@ -51,29 +51,7 @@ enum Command {
     /// Print the GraphQL schema (SDL) that the server serves.
     ExportSchema,
     /// Create an API key and print it (shown once) on standard output.
-    CreateApiKey {
-        /// SUPER_ADMIN, CLIENT_ADMIN, SITE_MANAGER, TECHNICIAN or OBSERVER.
-        #[arg(long)]
-        role: String,
-        /// Slug of the tenant the key acts in.
-        #[arg(long, default_value = "default")]
-        tenant: String,
-        /// A name that says what the key is for.
-        #[arg(long, default_value = "created with the CLI")]
-        name: String,
-        /// Limit the key to this client (global id or row id); repeatable.
-        #[arg(long = "client")]
-        clients: Vec<String>,
-        /// Limit the key to this site (global id or row id); repeatable.
-        #[arg(long = "site")]
-        sites: Vec<String>,
-        /// Days until the key expires (default: never).
-        #[arg(long)]
-        expires_in_days: Option<u32>,
-        /// Directory for the embedded database [env: TRACKINGBMS_DATA_DIR]
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-    },
+    CreateApiKey(ApiKeyArgs),
 }
 
 /// Row id from a global id or a plain number.
@@ -127,13 +105,29 @@ async fn create_api_key(config: &Config, args: ApiKeyArgs) -> anyhow::Result<Str
     Ok(key)
 }
 
+#[derive(clap::Args)]
 struct ApiKeyArgs {
+    /// SUPER_ADMIN, CLIENT_ADMIN, SITE_MANAGER, TECHNICIAN or OBSERVER.
+    #[arg(long)]
     role: String,
+    /// Slug of the tenant the key acts in.
+    #[arg(long, default_value = "default")]
     tenant: String,
+    /// A name that says what the key is for.
+    #[arg(long, default_value = "created with the CLI")]
     name: String,
+    /// Limit the key to this client (global id or row id); repeatable.
+    #[arg(long = "client")]
     clients: Vec<String>,
+    /// Limit the key to this site (global id or row id); repeatable.
+    #[arg(long = "site")]
     sites: Vec<String>,
+    /// Days until the key expires (default: never).
+    #[arg(long)]
     expires_in_days: Option<u32>,
+    /// Directory for the embedded database [env: TRACKINGBMS_DATA_DIR]
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
 }
 
 fn init_logging(config: &Config) {
@@ -245,26 +239,10 @@ async fn main() -> anyhow::Result<()> {
             db::migrate(&conn).await.context("applying migrations")?;
             tracing::info!("migrations applied");
         }
-        Command::CreateApiKey {
-            role,
-            tenant,
-            name,
-            clients,
-            sites,
-            expires_in_days,
-            data_dir,
-        } => {
-            if let Some(dir) = data_dir {
+        Command::CreateApiKey(args) => {
+            if let Some(dir) = args.data_dir.clone() {
                 config.data_dir = dir;
             }
-            let args = ApiKeyArgs {
-                role,
-                tenant,
-                name,
-                clients,
-                sites,
-                expires_in_days,
-            };
             println!("{}", create_api_key(&config, args).await?);
         }
         Command::ExportSchema => unreachable!("handled above"),

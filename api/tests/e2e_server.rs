@@ -457,16 +457,8 @@ async fn cli_creates_api_keys() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("is not a role"));
 
     let server = Server::start(dir.path(), None).await;
-    let me: Value = reqwest::Client::new()
-        .post(format!("{}/graphql", server.base))
-        .bearer_auth(&key)
-        .json(&json!({ "query": "{ viewer { role actor } }" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me =
+        common::graphql_over_http(&server.base, &key, "{ viewer { role actor } }", json!({})).await;
     assert_eq!(me["data"]["viewer"]["role"], "OBSERVER", "{me}");
     let audit = server
         .graphql(
@@ -546,16 +538,8 @@ async fn demo_prints_one_account_per_role() {
         let access = tokens["access_token"]
             .as_str()
             .unwrap_or_else(|| panic!("{line}: {tokens}"));
-        let me: Value = reqwest::Client::new()
-            .post(format!("{}/graphql", server.base))
-            .bearer_auth(access)
-            .json(&json!({ "query": "{ viewer { role } batteries(first: 1) { totalCount } }" }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let query = "{ viewer { role } batteries(first: 1) { totalCount } }";
+        let me = common::graphql_over_http(&server.base, access, query, json!({})).await;
         assert_eq!(me["data"]["viewer"]["role"], role, "{me}");
         assert!(me["data"]["batteries"]["totalCount"].as_u64().unwrap() > 0);
     }

@@ -168,28 +168,13 @@ async fn browser_login(sso: &Sso, account: &str) -> (u16, Value) {
 }
 
 async fn viewer(sso: &Sso, token: &str) -> Value {
-    reqwest::Client::new()
-        .post(format!("{}/graphql", sso.base))
-        .bearer_auth(token)
-        .json(&json!({ "query": "{ viewer { role user { email sso displayName } } }" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    let query = "{ viewer { role user { email sso displayName } } }";
+    common::graphql_over_http(&sso.base, token, query, json!({})).await
 }
 
 async fn users(sso: &Sso) -> Vec<Value> {
-    let resp: Value = common::authed_client()
-        .post(format!("{}/graphql", sso.base))
-        .json(&json!({ "query": "{ users { id email role sso } }" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let query = "{ users { id email role sso } }";
+    let resp = common::graphql_over_http(&sso.base, common::ADMIN_KEY, query, json!({})).await;
     resp["data"]["users"].as_array().unwrap().clone()
 }
 
@@ -232,15 +217,9 @@ async fn sso_login_creates_and_maps_users() {
     assert_eq!(replay.status().as_u16(), 401);
 
     // Successes and failures are audited.
-    let log: Value = common::authed_client()
-        .post(format!("{}/graphql", sso.base))
-        .json(&json!({ "query": "{ auditLog(first: 20, filter: {action: \"auth.login.oidc\"}) { entries { result } } }" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let query =
+        "{ auditLog(first: 20, filter: {action: \"auth.login.oidc\"}) { entries { result } } }";
+    let log = common::graphql_over_http(&sso.base, common::ADMIN_KEY, query, json!({})).await;
     let results: Vec<&str> = log["data"]["auditLog"]["entries"]
         .as_array()
         .unwrap()

@@ -69,6 +69,15 @@ fn required(ty: &Value) -> bool {
     ty["kind"] == "NON_NULL"
 }
 
+/// A field that cannot be selected without arguments.
+fn needs_args(field: &Value) -> bool {
+    field["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| required(&a["type"]))
+}
+
 /// Tenant B's global ids by type name.
 type Ids = BTreeMap<&'static str, String>;
 
@@ -156,12 +165,7 @@ fn selection(s: &Schema, type_name: &str, depth: usize) -> String {
         _ => {
             let mut parts = vec!["__typename".to_owned()];
             for f in t["fields"].as_array().into_iter().flatten() {
-                if f["args"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|a| required(&a["type"]))
-                {
+                if needs_args(f) {
                     continue;
                 }
                 let (inner, _) = named(&f["type"]);
@@ -391,12 +395,7 @@ async fn isolation(t: TestApp) {
         .unwrap()
     {
         let field = f["name"].as_str().unwrap();
-        if f["args"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|a| required(&a["type"]))
-        {
+        if needs_args(f) {
             continue;
         }
         let plain = format!(

@@ -238,21 +238,22 @@ pub async fn update(
     Ok(after)
 }
 
-fn signed_in(who: &Principal) -> ApiResult<i64> {
-    who.user_id().ok_or_else(|| {
+/// The caller's own account; API keys have none.
+async fn own_account(id: &Identity, who: &Principal) -> ApiResult<user::Model> {
+    let uid = who.user_id().ok_or_else(|| {
         ApiError::Forbidden(
             "only a signed-in user (not an API key) has an account to change".into(),
         )
-    })
+    })?;
+    user::Entity::find_by_id(uid)
+        .one(&id.db)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("user".into()))
 }
 
 /// Starts TOTP enrolment: a new secret, active once confirmed with a code.
 pub async fn enroll_totp(id: &Identity, who: &Principal) -> ApiResult<(String, String)> {
-    let uid = signed_in(who)?;
-    let user = user::Entity::find_by_id(uid)
-        .one(&id.db)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("user".into()))?;
+    let user = own_account(id, who).await?;
     if user.totp_enabled {
         return Err(ApiError::Conflict(
             "TOTP is already enabled; disable it first to enrol a new device".into(),
@@ -269,11 +270,8 @@ pub async fn enroll_totp(id: &Identity, who: &Principal) -> ApiResult<(String, S
 /// Confirms enrolment with a current code; returns ten recovery codes,
 /// shown this once.
 pub async fn confirm_totp(id: &Identity, who: &Principal, code: &str) -> ApiResult<Vec<String>> {
-    let uid = signed_in(who)?;
-    let user = user::Entity::find_by_id(uid)
-        .one(&id.db)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("user".into()))?;
+    let user = own_account(id, who).await?;
+    let uid = user.id;
     let Some(secret) = user.totp_secret.clone().filter(|_| !user.totp_enabled) else {
         return Err(ApiError::Conflict(
             "no TOTP enrolment is pending; call enrollTotp first".into(),
@@ -322,11 +320,8 @@ pub async fn confirm_totp(id: &Identity, who: &Principal, code: &str) -> ApiResu
 
 /// Turns the second factor off (needs a current code).
 pub async fn disable_totp(id: &Identity, who: &Principal, code: &str) -> ApiResult<()> {
-    let uid = signed_in(who)?;
-    let user = user::Entity::find_by_id(uid)
-        .one(&id.db)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("user".into()))?;
+    let user = own_account(id, who).await?;
+    let uid = user.id;
     let ok = user.totp_enabled
         && user
             .totp_secret
@@ -372,11 +367,8 @@ pub async fn change_password(
     current: &str,
     new: &str,
 ) -> ApiResult<()> {
-    let uid = signed_in(who)?;
-    let user = user::Entity::find_by_id(uid)
-        .one(&id.db)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("user".into()))?;
+    let user = own_account(id, who).await?;
+    let uid = user.id;
     if !password::verify(current, user.password_hash.as_deref()) {
         return Err(ApiError::validation("currentPassword", "wrong password"));
     }

@@ -32,6 +32,20 @@ pub fn authed_client() -> reqwest::Client {
         .expect("HTTP client")
 }
 
+/// POSTs a GraphQL request to a running server at `base` with `token`.
+pub async fn graphql_over_http(base: &str, token: &str, query: &str, variables: Value) -> Value {
+    reqwest::Client::new()
+        .post(format!("{base}/graphql"))
+        .bearer_auth(token)
+        .json(&json!({ "query": query, "variables": variables }))
+        .send()
+        .await
+        .expect("server answers")
+        .json()
+        .await
+        .expect("JSON answer")
+}
+
 /// A fresh, empty PostgreSQL schema; returns a URL whose connections use it.
 /// Panics (the test fails) when PostgreSQL is unreachable.
 pub async fn fresh_pg_url() -> String {
