@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test against real services: starts PostgreSQL, Redis and Mosquitto when
 # they are down, installs the pinned npm test client (graphql-ws) and the
-# Python Modbus simulator (pymodbus), creates a fresh PostgreSQL database for this run (dropped
+# Python Modbus simulator (pymodbus), builds the WebAssembly plugins and test
+# fixtures from source (plugins/build.sh), creates a fresh PostgreSQL database for this run (dropped
 # afterwards), exports its URL and runs the workspace's tests. Extra
 # arguments go to `cargo test` (e.g. `scripts/test.sh --test hierarchy_api`).
 set -euo pipefail
@@ -13,6 +14,7 @@ ensure_redis
 ensure_mosquitto
 scripts/setup-node.sh
 scripts/setup-python.sh
+plugins/build.sh
 
 pg_admin="postgres://postgres@127.0.0.1:5432/postgres"
 db="trackingbms_test_$(date +%s)_$$"

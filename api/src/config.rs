@@ -37,6 +37,58 @@ pub struct Config {
     pub demo: DemoConfig,
     pub auth: AuthConfig,
     pub http: HttpConfig,
+    pub plugins: PluginsConfig,
+}
+
+/// WebAssembly plugins.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// Largest component accepted at upload.
+    pub max_component_bytes: usize,
+    /// Limits of every call.
+    pub limits: PluginLimits,
+    /// Limits of one tenant's calls instead of `limits`, by tenant slug
+    /// (`[plugins.tenant_limits.acme]`).
+    pub tenant_limits: std::collections::BTreeMap<String, PluginLimits>,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        Self {
+            max_component_bytes: 20 * 1024 * 1024,
+            limits: PluginLimits::default(),
+            tenant_limits: Default::default(),
+        }
+    }
+}
+
+/// What one plugin call may use.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginLimits {
+    /// Wall-clock time of a call.
+    pub timeout_ms: u64,
+    /// Fuel (roughly, WebAssembly instructions) of a call.
+    pub fuel: u64,
+    /// Linear memory of the plugin.
+    pub memory_bytes: usize,
+    /// Size of what a call returns.
+    pub max_output_bytes: usize,
+    /// Size of the data handed to a call.
+    pub max_input_bytes: usize,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        Self {
+            timeout_ms: 2_000,
+            fuel: 10_000_000_000,
+            memory_bytes: 64 * 1024 * 1024,
+            max_output_bytes: 1024 * 1024,
+            max_input_bytes: 32 * 1024 * 1024,
+        }
+    }
 }
 
 /// Sign-in, sessions and single sign-on.
@@ -388,6 +440,7 @@ impl Default for Config {
             demo: DemoConfig::default(),
             auth: AuthConfig::default(),
             http: HttpConfig::default(),
+            plugins: PluginsConfig::default(),
         }
     }
 }

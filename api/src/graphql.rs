@@ -18,14 +18,26 @@ use crate::config::Limits;
 use crate::error::ErrorCode;
 use crate::hierarchy::graphql::{HierarchyMutation, HierarchyQuery};
 use crate::ingest::modbus::graphql::{ModbusQuery, ModbusSubscription};
+use crate::plugins::graphql::{PluginMutation, PluginQuery};
 use crate::telemetry::graphql::{TelemetryMutation, TelemetryQuery};
 use crate::telemetry::live::TelemetrySubscription;
 
 #[derive(MergedObject, Default)]
-pub struct Query(HierarchyQuery, TelemetryQuery, ModbusQuery, AuthQuery);
+pub struct Query(
+    HierarchyQuery,
+    TelemetryQuery,
+    ModbusQuery,
+    AuthQuery,
+    PluginQuery,
+);
 
 #[derive(MergedObject, Default)]
-pub struct Mutation(HierarchyMutation, TelemetryMutation, AuthMutation);
+pub struct Mutation(
+    HierarchyMutation,
+    TelemetryMutation,
+    AuthMutation,
+    PluginMutation,
+);
 
 #[derive(MergedSubscription, Default)]
 pub struct Subscription(TelemetrySubscription, ModbusSubscription);

@@ -124,7 +124,18 @@ async fn graphql(
     Data(app): Data<&App>,
     Data(who): Data<&crate::auth::Principal>,
 ) -> Response {
-    let limit = app.config.limits.max_body_bytes;
+    // Multipart requests carry plugin uploads: they may be as large as a component.
+    let multipart = req
+        .header(header::CONTENT_TYPE)
+        .is_some_and(|c| c.starts_with("multipart/"));
+    let limit = if multipart {
+        app.config
+            .limits
+            .max_body_bytes
+            .max(app.config.plugins.max_component_bytes + 64 * 1024)
+    } else {
+        app.config.limits.max_body_bytes
+    };
     if let Some(len) = req
         .header(header::CONTENT_LENGTH)
         .and_then(|v| v.parse::<usize>().ok())

@@ -73,6 +73,7 @@ pub enum Other {
     User,
     ApiKey,
     AuditEntry,
+    Plugin,
 }
 
 impl Other {
@@ -81,6 +82,7 @@ impl Other {
             Self::User => "User",
             Self::ApiKey => "ApiKey",
             Self::AuditEntry => "AuditEntry",
+            Self::Plugin => "Plugin",
         }
     }
 }

@@ -5,7 +5,8 @@
 //! keys, SSO; rate limits) → services (hierarchy; telemetry's ingestor and
 //! its single writer) → GraphQL schema → HTTP routes, where every data route
 //! first turns the bearer token into an `auth::Principal` whose role and
-//! scope every service call and query then applies.
+//! scope every service call and query then applies. Plugins (`plugins`)
+//! run uploaded WebAssembly components over the same data, sandboxed.
 //! Samples from every source (`ingestSamples`, `POST /ingest`, the demo
 //! simulator) take the same path: `ingest` → `telemetry::pipeline` (resolve,
 //! check) → `telemetry::writer` (batch, commit, acknowledge) → `bus` (in
@@ -30,6 +31,7 @@ pub mod ingest;
 pub mod loader;
 pub mod metrics;
 pub mod pagination;
+pub mod plugins;
 pub mod telemetry;
 pub mod validate;
 
@@ -65,6 +67,7 @@ pub struct App {
     pub modbus_status: Arc<ingest::modbus::StatusRegistry>,
     pub schema: AppSchema,
     pub identity: auth::Identity,
+    pub plugins: plugins::Plugins,
     /// Id of the tenant a fresh deployment starts with (slug `default`).
     pub default_tenant: i64,
 }
@@ -90,6 +93,7 @@ impl App {
             config.modbus.register_maps_dir.as_deref(),
         )?);
         let identity = auth::Identity::new(db.clone(), &config, default_tenant).await?;
+        let plugins = plugins::Plugins::new(db.clone(), &config.plugins, &config.data_dir)?;
         let hierarchy = HierarchyService::new(db.clone(), register_maps.clone());
         let modbus_status = Arc::new(ingest::modbus::StatusRegistry::new(
             config.modbus.offline_after_failures,
@@ -105,6 +109,7 @@ impl App {
         }
         let schema = schema
             .data(identity.clone())
+            .data(plugins.clone())
             .data(hierarchy.clone())
             .data(ingestor.clone())
             .data(bus.clone())
@@ -125,6 +130,7 @@ impl App {
             modbus_status,
             schema,
             identity,
+            plugins,
             default_tenant,
         })
     }

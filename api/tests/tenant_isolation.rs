@@ -94,6 +94,7 @@ fn kind_of(name: &str, field: &str) -> Option<&'static str> {
         ("client", "Client"),
         ("user", "User"),
         ("apikey", "ApiKey"),
+        ("plugin", "Plugin"),
     ] {
         if n.contains(needle) || (n == "id" && f.contains(needle)) {
             return Some(kind);
@@ -188,6 +189,10 @@ fn operations(s: &Schema, root: &str, keyword: &str, ids: &Ids) -> Vec<(String, 
     for f in s.types[root]["fields"].as_array().unwrap() {
         let field = f["name"].as_str().unwrap();
         let args = f["args"].as_array().unwrap();
+        // Files travel only in multipart requests; an upload names no id.
+        if args.iter().any(|a| named(&a["type"]).0 == "Upload") {
+            continue;
+        }
         let bare = args
             .iter()
             .any(|a| a["name"] == "id" && kind_of("id", field).is_none());
@@ -247,6 +252,20 @@ fn type_string(ty: &Value) -> String {
     }
 }
 
+/// `v` without its `message` fields (human text that may quote the input).
+fn without_messages(v: Value) -> Value {
+    match v {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .filter(|(k, _)| k != "message")
+                .map(|(k, v)| (k, without_messages(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(without_messages).collect()),
+        other => other,
+    }
+}
+
 fn assert_no_leak(what: &str, answer: &str) {
     let lower = answer.to_lowercase();
     for m in MARKERS {
@@ -258,13 +277,48 @@ fn assert_no_leak(what: &str, answer: &str) {
     }
 }
 
+/// Uploads the example KPI plugin as `token` and enables it tenant-wide.
+async fn upload_plugin(t: &TestApp, token: &str) -> String {
+    use poem::test::{TestForm, TestFormField};
+    let path = format!(
+        "{}/../plugins/dist/kpi-energy.wasm",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let bytes =
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}; run plugins/build.sh"));
+    let operations = json!({ "query": "mutation($f: Upload!) { uploadPlugin(file: $f) { id } }", "variables": { "f": null } });
+    let form = TestForm::new()
+        .text("operations", operations.to_string())
+        .text("map", r#"{"0": ["variables.f"]}"#)
+        .field(TestFormField::bytes(bytes).name("0").filename("p.wasm"));
+    let resp = t
+        .client
+        .post("/graphql")
+        .header("authorization", format!("Bearer {token}"))
+        .multipart(form)
+        .send()
+        .await;
+    let v: Value = resp.json().await.value().deserialize();
+    let id = v["data"]["uploadPlugin"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v}"))
+        .to_owned();
+    t.data_as(
+        token,
+        "mutation($id: ID!) { enablePlugin(id: $id) { id } }",
+        json!({ "id": id }),
+    )
+    .await;
+    id
+}
+
 /// B's fleet, accounts and keys as B sees them.
 async fn snapshot(t: &TestApp, b_key: &str) -> Value {
     t.data_as(
         b_key,
         "{ clients(first: 100) { edges { node { id name sites(first: 100) { edges { node { id name zones(first: 100) { edges { node { id name } } } } } } } } }
            batteries(first: 100) { edges { node { id serial status bmsId: bms { id name } } } }
-           users { email role disabled } apiKeys { name revokedAt } }",
+           users { email role disabled } apiKeys { name revokedAt } plugins { id name enabledIn { clientId siteId } } }",
         json!({}),
     )
     .await
@@ -343,6 +397,7 @@ async fn isolation(t: TestApp) {
             .unwrap()
             .to_owned(),
     );
+    ids.insert("Plugin", upload_plugin(&t, &b_key).await);
     t.data_as(
         &b_key,
         "mutation($b: String!) { ingestSamples(samples: [{battery: $b, ts: \"2026-01-01T00:00:00Z\", socPct: 42.5, voltageV: 51.0}]) { stored } }",
@@ -363,6 +418,15 @@ async fn isolation(t: TestApp) {
         let resp = t.gql_as(ADMIN_KEY, query, vars.clone()).await;
         let text = resp.to_string();
         assert_no_leak(field, &text);
+        // Errors and rejection messages may echo an id that was sent; data
+        // never holds one of B's otherwise.
+        let data = without_messages(resp["data"].clone()).to_string();
+        for id in ids.values() {
+            assert!(
+                !data.contains(id.as_str()),
+                "{field} returned B's object {id}: {data}"
+            );
+        }
         if let Some(errors) = resp["errors"].as_array() {
             for e in errors {
                 let code = e["extensions"]["code"].as_str().unwrap_or("<none>");

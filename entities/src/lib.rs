@@ -16,6 +16,8 @@ pub mod bms;
 pub mod client;
 pub mod enums;
 pub mod oidc_login;
+pub mod plugin;
+pub mod plugin_enablement;
 pub mod recovery_code;
 pub mod session;
 pub mod site;

@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261121_000001_hierarchy;
 pub mod m20261121_000002_rollups;
 mod m20261121_000003_identity;
+mod m20261121_000004_plugins;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000001_hierarchy::Migration),
             Box::new(m20261121_000002_rollups::Migration),
             Box::new(m20261121_000003_identity::Migration),
+            Box::new(m20261121_000004_plugins::Migration),
         ]
     }
 }

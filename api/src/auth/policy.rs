@@ -12,6 +12,7 @@
 //! | manage users                       | ✓ | ✓ | limited |  |   |
 //! | manage API keys                    | ✓ | ✓ |   |   |   |
 //! | read, verify, export the audit log | ✓ |   |   |   |   |
+//! | upload, enable, dry-run plugins    | ✓ | ✓ |   |   |   |
 //!
 //! "Limited": a grantor gives only roles below its own (SUPER_ADMIN may give
 //! SUPER_ADMIN) within its own scope, so a site manager can add technicians
@@ -35,6 +36,7 @@ pub enum Action {
     ManageUsers,
     ManageApiKeys,
     ReadAudit,
+    ManagePlugins,
 }
 
 impl Action {
@@ -49,6 +51,7 @@ impl Action {
             Self::ManageUsers => "manage users",
             Self::ManageApiKeys => "manage API keys",
             Self::ReadAudit => "read the audit log",
+            Self::ManagePlugins => "manage plugins",
         }
     }
 }
@@ -71,7 +74,7 @@ pub fn allows(role: Role, action: Action) -> bool {
         ReadFleet => Role::Observer,
         IngestTelemetry => Role::Technician,
         ManageEquipment | ManageUsers => Role::SiteManager,
-        EditClient | ManageSites | ManageApiKeys => Role::ClientAdmin,
+        EditClient | ManageSites | ManageApiKeys | ManagePlugins => Role::ClientAdmin,
         ManageClients | ReadAudit => Role::SuperAdmin,
     };
     rank(role) >= rank(needed)

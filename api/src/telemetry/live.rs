@@ -77,6 +77,34 @@ impl Filter {
         Ok(Self { who, level })
     }
 
+    /// The batteries of the scope that the caller may see.
+    pub(crate) fn batteries(&self) -> sea_orm::Select<battery::Entity> {
+        let q = battery::Entity::find().filter(self.who.condition::<battery::Entity>());
+        match self.level {
+            None => q,
+            Some((Kind::Battery, id)) => q.filter(battery::Column::Id.eq(id)),
+            Some((Kind::Bms, id)) => q.filter(battery::Column::BmsId.eq(id)),
+            Some((Kind::Zone, id)) => q.filter(battery::Column::ZoneId.eq(id)),
+            Some((Kind::Site, id)) => q.filter(battery::Column::SiteId.eq(id)),
+            Some((Kind::Client, id)) => q.filter(battery::Column::ClientId.eq(id)),
+        }
+    }
+
+    /// `tenant`, or the level and global id of the scope (`site:U2l0ZTox`).
+    pub(crate) fn describe(&self) -> String {
+        match self.level {
+            None => "tenant".into(),
+            Some((kind, id)) => {
+                format!("{}:{}", kind.name().to_lowercase(), ids::encode(kind, id).0)
+            }
+        }
+    }
+
+    /// The object the scope names, if any.
+    pub(crate) fn level_id(&self) -> Option<(Kind, i64)> {
+        self.level
+    }
+
     pub(crate) fn level(&self) -> Option<Kind> {
         self.level.map(|(k, _)| k)
     }
@@ -194,16 +222,8 @@ async fn replay(
     since: DateTime<Utc>,
     max: usize,
 ) -> Result<Vec<(Owner, battery_sample::Model)>, ApiError> {
-    let mut q = battery::Entity::find().filter(filter.who.condition::<battery::Entity>());
-    q = match filter.level {
-        None => q,
-        Some((Kind::Battery, id)) => q.filter(battery::Column::Id.eq(id)),
-        Some((Kind::Bms, id)) => q.filter(battery::Column::BmsId.eq(id)),
-        Some((Kind::Zone, id)) => q.filter(battery::Column::ZoneId.eq(id)),
-        Some((Kind::Site, id)) => q.filter(battery::Column::SiteId.eq(id)),
-        Some((Kind::Client, id)) => q.filter(battery::Column::ClientId.eq(id)),
-    };
-    let owners: HashMap<i64, Owner> = q
+    let owners: HashMap<i64, Owner> = filter
+        .batteries()
         .all(db)
         .await?
         .into_iter()

@@ -1,0 +1,421 @@
+//! GraphQL surface of plugins: `plugins`, `uploadPlugin` (multipart),
+//! `enablePlugin` / `disablePlugin` / `deletePlugin`, `dryRunPlugin`, and
+//! `kpis(scope, from, to)` which runs every KPI plugin enabled there.
+//! A failing plugin is reported in its own `PluginRun.error`; it never
+//! fails the request or other plugins.
+
+use async_graphql::{
+    Context, ErrorExtensions, ID, InputObject, Object, Result, SimpleObject, Upload,
+};
+use chrono::{DateTime, Utc};
+use entities::plugin;
+use std::io::Read;
+
+use super::Plugins;
+use super::bindings::Resolution;
+use super::catalog::{self, Place};
+use super::sandbox::{CallReport, LogLine};
+use crate::auth::{Action, Principal};
+use crate::error::{ApiError, ErrorCode, coded};
+use crate::ids::{self, Kind, Other};
+use crate::telemetry::live::{Filter, LiveScope};
+
+fn who<'a>(ctx: &Context<'a>) -> Result<&'a Principal> {
+    ctx.data::<Principal>()
+}
+
+fn plugins<'a>(ctx: &Context<'a>) -> Result<&'a Plugins> {
+    ctx.data::<Plugins>()
+}
+
+pub struct Plugin(pub plugin::Model);
+
+#[derive(SimpleObject)]
+pub struct KpiInfo {
+    pub name: String,
+    pub unit: String,
+    pub description: String,
+}
+
+/// Where a plugin is enabled: both null for the whole tenant.
+#[derive(SimpleObject)]
+pub struct PluginPlace {
+    pub client_id: Option<ID>,
+    pub site_id: Option<ID>,
+}
+
+#[Object]
+impl Plugin {
+    async fn id(&self) -> ID {
+        ids::encode_other(Other::Plugin, self.0.id)
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    async fn version(&self) -> &str {
+        &self.0.version
+    }
+    /// `KPI` or `REPORT`.
+    async fn kind(&self) -> &str {
+        &self.0.kind
+    }
+    /// SHA-256 of the component: this version's identity.
+    async fn sha256(&self) -> &str {
+        &self.0.sha256
+    }
+    async fn size_bytes(&self) -> i64 {
+        self.0.size_bytes
+    }
+    /// The `trackingbms:plugin` WIT version it implements.
+    async fn wit_version(&self) -> &str {
+        &self.0.wit_version
+    }
+    async fn kpis(&self) -> Vec<KpiInfo> {
+        self.0.description["kpis"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|k| KpiInfo {
+                name: k["name"].as_str().unwrap_or_default().to_owned(),
+                unit: k["unit"].as_str().unwrap_or_default().to_owned(),
+                description: k["description"].as_str().unwrap_or_default().to_owned(),
+            })
+            .collect()
+    }
+    /// `RAW`, `HOUR` or `DAY`: the data the plugin asks for.
+    async fn resolution(&self) -> &str {
+        self.0.description["resolution"].as_str().unwrap_or("RAW")
+    }
+    /// Longest time range the plugin accepts.
+    async fn max_days(&self) -> i64 {
+        self.0.description["maxDays"].as_i64().unwrap_or(31)
+    }
+    async fn enabled_in(&self, ctx: &Context<'_>) -> Result<Vec<PluginPlace>> {
+        let rows = catalog::places(plugins(ctx)?, self.0.id)
+            .await
+            .map_err(|e| e.extend())?;
+        Ok(rows
+            .into_iter()
+            .map(|e| PluginPlace {
+                client_id: e.client_id.map(|c| ids::encode(Kind::Client, c)),
+                site_id: e.site_id.map(|s| ids::encode(Kind::Site, s)),
+            })
+            .collect())
+    }
+    async fn uploaded_by(&self) -> &str {
+        &self.0.uploaded_by
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct KpiValue {
+    pub name: String,
+    /// Null for a value of the whole scope.
+    pub battery_id: Option<ID>,
+    pub value: f64,
+}
+
+#[derive(SimpleObject)]
+pub struct PluginLog {
+    /// `DEBUG`, `INFO`, `WARN` or `ERROR`.
+    pub level: String,
+    pub message: String,
+}
+
+#[derive(SimpleObject)]
+pub struct PluginError {
+    /// `PLUGIN_TIMEOUT`, `PLUGIN_OUT_OF_FUEL`, `PLUGIN_OUT_OF_MEMORY`,
+    /// `PLUGIN_OUTPUT_TOO_LARGE`, `PLUGIN_INPUT_TOO_LARGE`, `PLUGIN_TRAPPED`,
+    /// `PLUGIN_FAILED` (the plugin returned an error) or `PLUGIN_INVALID`.
+    pub code: String,
+    pub message: String,
+}
+
+/// One call of one plugin.
+#[derive(SimpleObject)]
+pub struct PluginRun {
+    pub plugin_id: ID,
+    pub name: String,
+    pub version: String,
+    pub values: Vec<KpiValue>,
+    pub logs: Vec<PluginLog>,
+    pub elapsed_ms: f64,
+    pub fuel_used: f64,
+    /// Set when the call failed; `values` is then empty.
+    pub error: Option<PluginError>,
+}
+
+#[derive(InputObject, Default, Clone)]
+pub struct PluginPlaceInput {
+    pub client_id: Option<ID>,
+    pub site_id: Option<ID>,
+}
+
+impl PluginPlaceInput {
+    fn place(&self) -> Result<Place> {
+        let decode = |kind, id: &Option<ID>| {
+            id.as_ref()
+                .map(|i| ids::decode(kind, i))
+                .transpose()
+                .map_err(|e| e.extend())
+        };
+        Ok(Place {
+            client_id: decode(Kind::Client, &self.client_id)?,
+            site_id: decode(Kind::Site, &self.site_id)?,
+        })
+    }
+}
+
+fn level_name(l: super::bindings::Level) -> &'static str {
+    use super::bindings::Level;
+    match l {
+        Level::Debug => "DEBUG",
+        Level::Info => "INFO",
+        Level::Warn => "WARN",
+        Level::Error => "ERROR",
+    }
+}
+
+fn resolution_of(p: &plugin::Model) -> Resolution {
+    match p.description["resolution"].as_str() {
+        Some("HOUR") => Resolution::Hour,
+        Some("DAY") => Resolution::Day,
+        _ => Resolution::Raw,
+    }
+}
+
+/// Runs one KPI plugin over `[from, to)` of the scope.
+async fn run(
+    ctx: &Context<'_>,
+    p: plugin::Model,
+    filter: &Filter,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<PluginRun> {
+    let host = plugins(ctx)?;
+    let who = who(ctx)?;
+    let max_days = p.description["maxDays"].as_i64().unwrap_or(31);
+    if to <= from {
+        return Err(ApiError::validation("to", "must be after `from`").extend());
+    }
+    if (to - from).num_days() > max_days {
+        return Err(ApiError::validation(
+            "from",
+            format!("plugin '{}' accepts at most {max_days} days", p.name),
+        )
+        .extend());
+    }
+    let limits = host
+        .limits_for(who.tenant_id)
+        .await
+        .map_err(|e| e.extend())?;
+    let loaded = super::inputs::load(
+        &host.db,
+        filter,
+        from,
+        to,
+        resolution_of(&p),
+        limits.max_input_bytes,
+    )
+    .await;
+    let report: CallReport<Vec<super::bindings::KpiValue>> = match loaded {
+        Err(super::inputs::InputError::Db(e)) => return Err(e.extend()),
+        Err(super::inputs::InputError::Run(e)) => CallReport {
+            result: Err(e),
+            logs: Vec::new(),
+            elapsed: std::time::Duration::ZERO,
+            fuel_used: 0,
+        },
+        Ok(input) => {
+            let sandbox = host.sandbox.clone();
+            let (sha, bytes) = (p.sha256.clone(), p.component.clone());
+            tokio::task::spawn_blocking(move || match sandbox.prepare(&sha, &bytes) {
+                Ok(prepared) => sandbox.compute(&prepared, &input, &limits),
+                Err(e) => CallReport {
+                    result: Err(e),
+                    logs: Vec::new(),
+                    elapsed: std::time::Duration::ZERO,
+                    fuel_used: 0,
+                },
+            })
+            .await
+            .map_err(|e| coded(ErrorCode::Internal, format!("plugin task failed: {e}")))?
+        }
+    };
+    let logs = report
+        .logs
+        .into_iter()
+        .map(|LogLine { level, message }| PluginLog {
+            level: level_name(level).into(),
+            message,
+        })
+        .collect();
+    let (values, error) = match report.result {
+        Ok(values) => (
+            values
+                .into_iter()
+                .map(|v| KpiValue {
+                    name: v.name,
+                    battery_id: v.battery.map(ID),
+                    value: v.value,
+                })
+                .collect(),
+            None,
+        ),
+        Err(e) => {
+            tracing::warn!(plugin = %p.name, version = %p.version, tenant = who.tenant_id, code = e.code(), error = %e, "plugin call failed");
+            (
+                Vec::new(),
+                Some(PluginError {
+                    code: e.code().into(),
+                    message: e.to_string(),
+                }),
+            )
+        }
+    };
+    Ok(PluginRun {
+        plugin_id: ids::encode_other(Other::Plugin, p.id),
+        name: p.name,
+        version: p.version,
+        values,
+        logs,
+        elapsed_ms: report.elapsed.as_secs_f64() * 1e3,
+        fuel_used: report.fuel_used as f64,
+        error,
+    })
+}
+
+#[derive(Default)]
+pub struct PluginQuery;
+
+#[Object]
+impl PluginQuery {
+    /// The tenant's plugins (every uploaded version).
+    async fn plugins(&self, ctx: &Context<'_>) -> Result<Vec<Plugin>> {
+        let rows = catalog::list(plugins(ctx)?, who(ctx)?)
+            .await
+            .map_err(|e| e.extend())?;
+        Ok(rows.into_iter().map(Plugin).collect())
+    }
+
+    /// Runs every KPI plugin enabled for a place containing the scope.
+    async fn kpis(
+        &self,
+        ctx: &Context<'_>,
+        scope: Option<LiveScope>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<PluginRun>> {
+        let who = who(ctx)?;
+        who.require(Action::ReadFleet).map_err(|e| e.extend())?;
+        let host = plugins(ctx)?;
+        let filter = Filter::new(&host.db, who.clone(), scope.unwrap_or_default()).await?;
+        let enabled = catalog::enabled_kpis(host, who, &filter)
+            .await
+            .map_err(|e| e.extend())?;
+        let mut runs = Vec::new();
+        for p in enabled {
+            runs.push(run(ctx, p, &filter, from, to).await?);
+        }
+        Ok(runs)
+    }
+}
+
+#[derive(Default)]
+pub struct PluginMutation;
+
+#[Object]
+impl PluginMutation {
+    /// Uploads a component (multipart request, field `file`). It must
+    /// implement the `kpi` or `report` world of `plugins/wit/`.
+    async fn upload_plugin(&self, ctx: &Context<'_>, file: Upload) -> Result<Plugin> {
+        let host = plugins(ctx)?;
+        let mut bytes = Vec::new();
+        let limit = host.config.max_component_bytes;
+        file.value(ctx)?
+            .content
+            .take(u64::try_from(limit).unwrap_or(u64::MAX) + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| {
+                coded(
+                    ErrorCode::BadRequest,
+                    format!("cannot read the upload: {e}"),
+                )
+            })?;
+        catalog::upload(host, who(ctx)?, bytes)
+            .await
+            .map(Plugin)
+            .map_err(|e| e.extend())
+    }
+
+    /// Enables a plugin for the tenant (no scope), a client or a site.
+    async fn enable_plugin(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        scope: Option<PluginPlaceInput>,
+    ) -> Result<Plugin> {
+        let pid = ids::decode_other(Other::Plugin, &id).map_err(|e| e.extend())?;
+        let place = scope.unwrap_or_default().place()?;
+        let host = plugins(ctx)?;
+        catalog::enable(host, who(ctx)?, pid, place)
+            .await
+            .map_err(|e| e.extend())?;
+        catalog::get(host, who(ctx)?, pid)
+            .await
+            .map(Plugin)
+            .map_err(|e| e.extend())
+    }
+
+    async fn disable_plugin(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        scope: Option<PluginPlaceInput>,
+    ) -> Result<Plugin> {
+        let pid = ids::decode_other(Other::Plugin, &id).map_err(|e| e.extend())?;
+        let place = scope.unwrap_or_default().place()?;
+        let host = plugins(ctx)?;
+        catalog::disable(host, who(ctx)?, pid, place)
+            .await
+            .map_err(|e| e.extend())?;
+        catalog::get(host, who(ctx)?, pid)
+            .await
+            .map(Plugin)
+            .map_err(|e| e.extend())
+    }
+
+    /// Deletes a plugin version and where it was enabled.
+    async fn delete_plugin(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
+        let pid = ids::decode_other(Other::Plugin, &id).map_err(|e| e.extend())?;
+        catalog::delete(plugins(ctx)?, who(ctx)?, pid)
+            .await
+            .map_err(|e| e.extend())?;
+        Ok(true)
+    }
+
+    /// Runs a KPI plugin once, enabled or not, and returns its values, logs,
+    /// time and fuel.
+    async fn dry_run_plugin(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        scope: Option<LiveScope>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<PluginRun> {
+        let who = who(ctx)?;
+        who.require(Action::ManagePlugins).map_err(|e| e.extend())?;
+        let pid = ids::decode_other(Other::Plugin, &id).map_err(|e| e.extend())?;
+        let host = plugins(ctx)?;
+        let p = catalog::get(host, who, pid).await.map_err(|e| e.extend())?;
+        if p.kind != "KPI" {
+            return Err(ApiError::validation("id", "dry runs are for KPI plugins").extend());
+        }
+        let filter = Filter::new(&host.db, who.clone(), scope.unwrap_or_default()).await?;
+        run(ctx, p, &filter, from, to).await
+    }
+}

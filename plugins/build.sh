@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Builds the example plugins and the host's test fixtures from source, into
+# plugins/dist/: every guest is a Rust crate compiled for
+# wasm32-unknown-unknown with wit-bindgen, then wrapped into a component by
+# plugins/tools/componentize (the wit-component crate). Needs only rustup
+# and crates.io.
+set -euo pipefail
+cd "$(dirname "$0")"
+here="$(pwd)"
+dist="$here/dist"
+target="$here/target"
+mkdir -p "$dist"
+rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || rustup target add wasm32-unknown-unknown
+
+cargo build --quiet --release --manifest-path tools/componentize/Cargo.toml --target-dir "$target"
+componentize="$target/release/componentize"
+
+guest() { # guest CRATE_DIR OUTPUT_NAME [cargo args…]
+  local dir="$1" out="$2"
+  shift 2
+  cargo build --quiet --release --target wasm32-unknown-unknown \
+    --manifest-path "$dir/Cargo.toml" --target-dir "$target/guests/$out" "$@"
+  local core
+  core="$(ls "$target/guests/$out/wasm32-unknown-unknown/release/"*.wasm | head -1)"
+  "$componentize" "$core" "$dist/$out.wasm"
+}
+
+guest examples/kpi-rust kpi-energy
+for kind in spin memory huge trap; do
+  HOSTILE_KIND="$kind" guest fixtures/hostile "hostile-$kind" --features "$kind"
+done
+echo "plugins built into $dist"
