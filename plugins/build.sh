@@ -12,13 +12,13 @@ target="$here/target"
 mkdir -p "$dist"
 rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || rustup target add wasm32-unknown-unknown
 
-cargo build --quiet --release --manifest-path tools/componentize/Cargo.toml --target-dir "$target"
+cargo build --quiet --locked --release --manifest-path tools/componentize/Cargo.toml --target-dir "$target"
 componentize="$target/release/componentize"
 
 guest() { # guest CRATE_DIR OUTPUT_NAME [cargo args…]
   local dir="$1" out="$2"
   shift 2
-  cargo build --quiet --release --target wasm32-unknown-unknown \
+  cargo build --quiet --locked --release --target wasm32-unknown-unknown \
     --manifest-path "$dir/Cargo.toml" --target-dir "$target/guests/$out" "$@"
   local core
   core="$(ls "$target/guests/$out/wasm32-unknown-unknown/release/"*.wasm | head -1)"
@@ -26,6 +26,7 @@ guest() { # guest CRATE_DIR OUTPUT_NAME [cargo args…]
 }
 
 guest examples/kpi-rust kpi-energy
+guest examples/report-rust health-report
 for kind in spin memory huge trap; do
   HOSTILE_KIND="$kind" guest fixtures/hostile "hostile-$kind" --features "$kind"
 done

@@ -47,6 +47,7 @@ pub fn routes(app: App) -> impl Endpoint {
             "/audit/export",
             get(crate::auth::graphql::export_audit.with(auth)),
         )
+        .at("/reports/:token", get(crate::plugins::reports::download))
         .at("/health", get(health))
         .at("/ready", get(ready))
         .at("/metrics", get(metrics))

@@ -362,3 +362,94 @@ async fn invalid_uploads_are_refused_with_a_reason() {
         "{resp}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_plugin_generates_downloads() {
+    let t = TestApp::new(Backend::Sqlite).await;
+    let [_c, site, _z, _b, battery] = create_chain(&t, "R1").await;
+    let days: Vec<Value> = (1..=10)
+        .map(|d| json!({ "battery": battery, "ts": format!("2026-03-{d:02}T12:00:00Z"), "sohPct": 95.0 - 0.1 * d as f64, "tempAvgC": 20.0 + d as f64, "socPct": 60.0 }))
+        .collect();
+    t.data(
+        "mutation($s: [SampleInput!]!) { ingestSamples(samples: $s) { stored } }",
+        json!({ "s": days }),
+    )
+    .await;
+    let uploaded = upload(&t, component("health-report")).await;
+    let p = &uploaded["data"]["uploadPlugin"];
+    assert_eq!(p["kind"], "REPORT", "{uploaded}");
+    assert_eq!(p["resolution"], "DAY");
+    let id = p["id"].as_str().unwrap().to_owned();
+
+    let generate = "mutation($id: ID!, $s: ID!, $f: ReportFormat!) { generateReport(pluginId: $id, scope: {siteId: $s}, from: \"2026-03-01T00:00:00Z\", to: \"2026-04-01T00:00:00Z\", format: $f) { url contentType fileName sizeBytes expiresAt logs { message } } }";
+    let observer = t
+        .data(
+            "mutation { createApiKey(input: {name: \"viewer\", role: OBSERVER}) { key } }",
+            json!({}),
+        )
+        .await["createApiKey"]["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let vars = |f: &str| json!({ "id": id, "s": site, "f": f });
+    assert_eq!(
+        t.error_code_as(&observer, generate, vars("DOCUMENT")).await,
+        "FORBIDDEN",
+        "not enabled yet"
+    );
+    t.data(
+        "mutation($id: ID!, $s: ID!) { enablePlugin(id: $id, scope: {siteId: $s}) { id } }",
+        json!({ "id": id, "s": site }),
+    )
+    .await;
+
+    let fetch = |url: String| {
+        let client = &t.client;
+        async move {
+            let resp = client.get(url).send().await;
+            let status = resp.0.status();
+            let ct = resp
+                .0
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body = resp.0.into_body().into_vec().await.unwrap();
+            (status, ct, body)
+        }
+    };
+    let html = t.data_as(&observer, generate, vars("DOCUMENT")).await["generateReport"].clone();
+    assert_eq!(html["contentType"], "text/html");
+    assert_eq!(html["logs"][0]["message"], "1 batteries");
+    let (status, ct, body) = fetch(html["url"].as_str().unwrap().to_owned()).await;
+    assert_eq!(status, poem::http::StatusCode::OK);
+    assert_eq!(ct.as_deref(), Some("text/html"));
+    let page = String::from_utf8(body).unwrap();
+    assert!(
+        page.contains("Battery health report") && page.contains("SN-R1"),
+        "{page}"
+    );
+
+    let csv = t.data_as(&observer, generate, vars("CSV")).await["generateReport"].clone();
+    let (_, ct, body) = fetch(csv["url"].as_str().unwrap().to_owned()).await;
+    assert!(ct.unwrap().starts_with("text/csv"));
+    let mut rows = csv::Reader::from_reader(&body[..]);
+    let row = rows.records().next().unwrap().unwrap();
+    // First and last SOH of the ten days: 94.9 → 94.0, a change of -0.9 pp.
+    assert_eq!(
+        (&row[0], &row[2], &row[3], &row[4], &row[7]),
+        ("SN-R1", "94.9", "94.0", "-0.9", "10")
+    );
+
+    let xlsx = t.data_as(&observer, generate, vars("XLSX")).await["generateReport"].clone();
+    assert_eq!(xlsx["fileName"], "battery-health.xlsx");
+    let (_, ct, body) = fetch(xlsx["url"].as_str().unwrap().to_owned()).await;
+    assert_eq!(
+        ct.as_deref(),
+        Some("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+    );
+    assert_eq!(&body[..2], b"PK", "an XLSX workbook is a zip archive");
+    assert_eq!(xlsx["sizeBytes"].as_u64().unwrap() as usize, body.len());
+
+    let (status, _, _) = fetch("/reports/not-a-token".into()).await;
+    assert_eq!(status, poem::http::StatusCode::NOT_FOUND);
+}

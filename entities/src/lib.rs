@@ -19,6 +19,7 @@ pub mod oidc_login;
 pub mod plugin;
 pub mod plugin_enablement;
 pub mod recovery_code;
+pub mod report_artifact;
 pub mod session;
 pub mod site;
 pub mod tenant;

@@ -1,6 +1,6 @@
 //! WebAssembly plugins: uploaded components (kept in the database, so every
-//! replica can run them), where each is enabled, and the KPI values computed
-//! by them.
+//! replica can run them), where each is enabled, and the reports they
+//! generated (downloadable through an unguessable, expiring link).
 
 use sea_orm_migration::prelude::*;
 
@@ -101,11 +101,42 @@ impl MigrationTrait for Migration {
                     .col(Alias::new("plugin_id"))
                     .to_owned(),
             )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Alias::new("report_artifacts"))
+                    .col(
+                        col("id")
+                            .big_integer()
+                            .not_null()
+                            .auto_increment()
+                            .primary_key(),
+                    )
+                    .col(col("tenant_id").big_integer().not_null())
+                    .col(col("plugin_id").big_integer().not_null())
+                    // SHA-256 of the download token; the token is only in the link.
+                    .col(col("token_hash").string_len(64).not_null().unique_key())
+                    .col(col("content_type").string_len(100).not_null())
+                    .col(col("file_name").string_len(200).not_null())
+                    .col(col("content").blob().not_null())
+                    .col(col("scope").string_len(100).not_null())
+                    .col(col("created_by").string_len(200).not_null())
+                    .col(col("created_at").timestamp_with_time_zone().not_null())
+                    .col(col("expires_at").timestamp_with_time_zone().not_null())
+                    .foreign_key(&mut fk(
+                        "fk_reports_plugin",
+                        "report_artifacts",
+                        "plugin_id",
+                        "plugins",
+                    ))
+                    .to_owned(),
+            )
             .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        for table in ["plugin_enablements", "plugins"] {
+        for table in ["report_artifacts", "plugin_enablements", "plugins"] {
             manager
                 .drop_table(Table::drop().table(Alias::new(table)).to_owned())
                 .await?;

@@ -19,7 +19,7 @@ pub mod report {
 
 pub use kpi::trackingbms::plugin::host::Level;
 pub use kpi::trackingbms::plugin::types::{
-    Battery, Document, Input, KpiPluginInfo, KpiValue, ReportPluginInfo, Resolution, Series,
+    Battery, Document, Input, KpiPluginInfo, KpiValue, ReportPluginInfo, Resolution, Series, Table,
 };
 
 /// The WIT package version this host was built with.

@@ -341,12 +341,13 @@ async fn scope_place(plugins: &Plugins, filter: &Filter) -> ApiResult<(Option<i6
     })
 }
 
-/// KPI plugins enabled for a place that contains the scope, newest version
-/// of each name.
-pub(crate) async fn enabled_kpis(
+/// Plugins of `world` enabled for a place that contains the scope, newest
+/// version of each name.
+pub(crate) async fn enabled(
     plugins: &Plugins,
     who: &Principal,
     filter: &Filter,
+    world: World,
 ) -> ApiResult<Vec<plugin::Model>> {
     let (client, site) = scope_place(plugins, filter).await?;
     let rows = plugin_enablement::Entity::find()
@@ -366,7 +367,7 @@ pub(crate) async fn enabled_kpis(
     let mut found = plugin::Entity::find()
         .filter(plugin::Column::TenantId.eq(who.tenant_id))
         .filter(plugin::Column::Id.is_in(ids))
-        .filter(plugin::Column::Kind.eq(World::Kpi.as_str()))
+        .filter(plugin::Column::Kind.eq(world.as_str()))
         .order_by_asc(plugin::Column::Name)
         .order_by_desc(plugin::Column::CreatedAt)
         .all(&plugins.db)

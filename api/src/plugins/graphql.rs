@@ -12,10 +12,13 @@ use entities::plugin;
 use std::io::Read;
 
 use super::Plugins;
+use super::bindings::Input;
 use super::bindings::Resolution;
 use super::catalog::{self, Place};
-use super::sandbox::{CallReport, LogLine};
+use super::reports::{self, ReportFormat};
+use super::sandbox::{CallReport, LogLine, RunError, World};
 use crate::auth::{Action, Principal};
+use crate::config::PluginLimits;
 use crate::error::{ApiError, ErrorCode, coded};
 use crate::ids::{self, Kind, Other};
 use crate::telemetry::live::{Filter, LiveScope};
@@ -148,6 +151,20 @@ pub struct PluginRun {
     pub error: Option<PluginError>,
 }
 
+/// A generated report, ready for download.
+#[derive(SimpleObject)]
+pub struct ReportDownload {
+    /// Path of the download (`/reports/<token>`); anyone with the link can
+    /// fetch the report until `expiresAt`.
+    pub url: String,
+    pub content_type: String,
+    pub file_name: String,
+    pub size_bytes: i64,
+    pub expires_at: DateTime<Utc>,
+    pub logs: Vec<PluginLog>,
+    pub elapsed_ms: f64,
+}
+
 #[derive(InputObject, Default, Clone)]
 pub struct PluginPlaceInput {
     pub client_id: Option<ID>,
@@ -187,16 +204,16 @@ fn resolution_of(p: &plugin::Model) -> Resolution {
     }
 }
 
-/// Runs one KPI plugin over `[from, to)` of the scope.
-async fn run(
+/// Checks the period against what the plugin accepts and loads its input;
+/// an input over the limit is the call's error, not the request's.
+async fn input_for(
     ctx: &Context<'_>,
-    p: plugin::Model,
+    p: &plugin::Model,
     filter: &Filter,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
-) -> Result<PluginRun> {
+) -> Result<(PluginLimits, Result<Input, RunError>)> {
     let host = plugins(ctx)?;
-    let who = who(ctx)?;
     let max_days = p.description["maxDays"].as_i64().unwrap_or(31);
     if to <= from {
         return Err(ApiError::validation("to", "must be after `from`").extend());
@@ -209,7 +226,7 @@ async fn run(
         .extend());
     }
     let limits = host
-        .limits_for(who.tenant_id)
+        .limits_for(who(ctx)?.tenant_id)
         .await
         .map_err(|e| e.extend())?;
     let loaded = super::inputs::load(
@@ -217,42 +234,61 @@ async fn run(
         filter,
         from,
         to,
-        resolution_of(&p),
+        resolution_of(p),
         limits.max_input_bytes,
     )
     .await;
-    let report: CallReport<Vec<super::bindings::KpiValue>> = match loaded {
-        Err(super::inputs::InputError::Db(e)) => return Err(e.extend()),
-        Err(super::inputs::InputError::Run(e)) => CallReport {
-            result: Err(e),
-            logs: Vec::new(),
-            elapsed: std::time::Duration::ZERO,
-            fuel_used: 0,
-        },
-        Ok(input) => {
-            let sandbox = host.sandbox.clone();
-            let (sha, bytes) = (p.sha256.clone(), p.component.clone());
-            tokio::task::spawn_blocking(move || match sandbox.prepare(&sha, &bytes) {
-                Ok(prepared) => sandbox.compute(&prepared, &input, &limits),
-                Err(e) => CallReport {
-                    result: Err(e),
-                    logs: Vec::new(),
-                    elapsed: std::time::Duration::ZERO,
-                    fuel_used: 0,
-                },
-            })
-            .await
-            .map_err(|e| coded(ErrorCode::Internal, format!("plugin task failed: {e}")))?
-        }
-    };
-    let logs = report
-        .logs
+    match loaded {
+        Err(super::inputs::InputError::Db(e)) => Err(e.extend()),
+        Err(super::inputs::InputError::Run(e)) => Ok((limits, Err(e))),
+        Ok(input) => Ok((limits, Ok(input))),
+    }
+}
+
+fn failed<T>(e: RunError) -> CallReport<T> {
+    CallReport {
+        result: Err(e),
+        logs: Vec::new(),
+        elapsed: std::time::Duration::ZERO,
+        fuel_used: 0,
+    }
+}
+
+fn logs_of(lines: Vec<LogLine>) -> Vec<PluginLog> {
+    lines
         .into_iter()
         .map(|LogLine { level, message }| PluginLog {
             level: level_name(level).into(),
             message,
         })
-        .collect();
+        .collect()
+}
+
+/// Runs one KPI plugin over `[from, to)` of the scope.
+async fn run(
+    ctx: &Context<'_>,
+    p: plugin::Model,
+    filter: &Filter,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<PluginRun> {
+    let host = plugins(ctx)?;
+    let who = who(ctx)?;
+    let (limits, input) = input_for(ctx, &p, filter, from, to).await?;
+    let report: CallReport<Vec<super::bindings::KpiValue>> = match input {
+        Err(e) => failed(e),
+        Ok(input) => {
+            let sandbox = host.sandbox.clone();
+            let (sha, bytes) = (p.sha256.clone(), p.component.clone());
+            tokio::task::spawn_blocking(move || match sandbox.prepare(&sha, &bytes) {
+                Ok(prepared) => sandbox.compute(&prepared, &input, &limits),
+                Err(e) => failed(e),
+            })
+            .await
+            .map_err(|e| coded(ErrorCode::Internal, format!("plugin task failed: {e}")))?
+        }
+    };
+    let logs = logs_of(report.logs);
     let (values, error) = match report.result {
         Ok(values) => (
             values
@@ -313,7 +349,7 @@ impl PluginQuery {
         who.require(Action::ReadFleet).map_err(|e| e.extend())?;
         let host = plugins(ctx)?;
         let filter = Filter::new(&host.db, who.clone(), scope.unwrap_or_default()).await?;
-        let enabled = catalog::enabled_kpis(host, who, &filter)
+        let enabled = catalog::enabled(host, who, &filter, World::Kpi)
             .await
             .map_err(|e| e.extend())?;
         let mut runs = Vec::new();
@@ -395,6 +431,82 @@ impl PluginMutation {
             .await
             .map_err(|e| e.extend())?;
         Ok(true)
+    }
+
+    /// Runs a report plugin over a scope and period and returns a download
+    /// link. The plugin must be enabled for a place containing the scope
+    /// (plugin managers may run any). A failed run is an error with the
+    /// plugin's code (`PLUGIN_TIMEOUT`, …).
+    async fn generate_report(
+        &self,
+        ctx: &Context<'_>,
+        plugin_id: ID,
+        scope: Option<LiveScope>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        #[graphql(default)] format: ReportFormat,
+    ) -> Result<ReportDownload> {
+        let who = who(ctx)?;
+        who.require(Action::ReadFleet).map_err(|e| e.extend())?;
+        let pid = ids::decode_other(Other::Plugin, &plugin_id).map_err(|e| e.extend())?;
+        let host = plugins(ctx)?;
+        let p = catalog::get(host, who, pid).await.map_err(|e| e.extend())?;
+        if p.kind != World::Report.as_str() {
+            return Err(ApiError::validation("pluginId", "not a report plugin").extend());
+        }
+        let filter = Filter::new(&host.db, who.clone(), scope.unwrap_or_default()).await?;
+        if who.require(Action::ManagePlugins).is_err() {
+            let enabled = catalog::enabled(host, who, &filter, World::Report)
+                .await
+                .map_err(|e| e.extend())?;
+            if !enabled.iter().any(|e| e.id == p.id) {
+                return Err(ApiError::Forbidden(format!(
+                    "report plugin '{}' is not enabled for this scope",
+                    p.name
+                ))
+                .extend());
+            }
+        }
+        let (limits, input) = input_for(ctx, &p, &filter, from, to).await?;
+        let report = match input {
+            Err(e) => failed(e),
+            Ok(input) => {
+                let sandbox = host.sandbox.clone();
+                let (sha, bytes) = (p.sha256.clone(), p.component.clone());
+                tokio::task::spawn_blocking(move || match sandbox.prepare(&sha, &bytes) {
+                    Ok(prepared) => sandbox.render(&prepared, &input, &limits),
+                    Err(e) => failed(e),
+                })
+                .await
+                .map_err(|e| coded(ErrorCode::Internal, format!("plugin task failed: {e}")))?
+            }
+        };
+        let elapsed_ms = report.elapsed.as_secs_f64() * 1e3;
+        let logs = logs_of(report.logs);
+        let document = report.result.and_then(|d| reports::convert(d, format));
+        let (content_type, file_name, bytes) = document.map_err(|e| {
+            tracing::warn!(plugin = %p.name, tenant = who.tenant_id, code = e.code(), error = %e, "report plugin failed");
+            async_graphql::Error::new(e.to_string()).extend_with(|_, x| x.set("code", e.code()))
+        })?;
+        let size_bytes = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
+        let (row, token) = reports::store(
+            &host.db,
+            who,
+            p.id,
+            filter.describe(),
+            (content_type, file_name, bytes),
+        )
+        .await
+        .map_err(|e| e.extend())?;
+        Ok(ReportDownload {
+            url: format!("/reports/{token}"),
+            content_type: row.content_type,
+            file_name: row.file_name,
+            size_bytes,
+            expires_at: row.expires_at,
+            logs,
+            elapsed_ms,
+        })
     }
 
     /// Runs a KPI plugin once, enabled or not, and returns its values, logs,

@@ -2,13 +2,14 @@
 //! worlds of `plugins/wit/` (KPI calculators, report generators); the
 //! server runs them against a scope's data in a sandbox ([`sandbox`]) with
 //! per-call limits. [`catalog`] keeps uploads, versions and where each is
-//! enabled; [`inputs`] assembles the data a call receives; [`graphql`] is
-//! the API.
+//! enabled; [`inputs`] assembles the data a call receives; [`reports`]
+//! converts and keeps generated reports; [`graphql`] is the API.
 
 pub mod bindings;
 pub mod catalog;
 pub mod graphql;
 pub mod inputs;
+pub mod reports;
 pub mod sandbox;
 
 use std::sync::Arc;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 
-use super::bindings::{self, Input, KpiPluginInfo, KpiValue, Level, ReportPluginInfo};
+use super::bindings::{self, Document, Input, KpiPluginInfo, KpiValue, Level, ReportPluginInfo};
 use crate::config::PluginLimits;
 
 /// Milliseconds per epoch tick.
@@ -300,6 +300,17 @@ impl Sandbox {
         }
     }
 
+    /// Creates a fresh store and instance and drops them: what every call
+    /// pays before the plugin runs (benchmarks).
+    pub fn instantiate(&self, p: &Prepared, limits: &PluginLimits) -> Result<(), RunError> {
+        let mut store = self.store(limits);
+        let done = match p {
+            Prepared::Kpi(pre) => pre.instantiate(&mut store).map(|_| ()),
+            Prepared::Report(pre) => pre.instantiate(&mut store).map(|_| ()),
+        };
+        done.map_err(|e| self.classify(e, &store, limits))
+    }
+
     /// `describe()` of a KPI plugin.
     pub fn describe_kpi(
         &self,
@@ -375,6 +386,62 @@ impl Sandbox {
                     })
                 } else {
                     Ok(values)
+                }
+            }
+        };
+        self.finish(store, started, limits, result)
+    }
+}
+
+impl Sandbox {
+    /// `render(input)` of a report plugin, in a fresh instance.
+    pub fn render(
+        &self,
+        p: &Prepared,
+        input: &Input,
+        limits: &PluginLimits,
+    ) -> CallReport<Document> {
+        let started = Instant::now();
+        let mut store = self.store(limits);
+        let size = input_size(input);
+        if size > limits.max_input_bytes {
+            let err = RunError::InputTooLarge {
+                size,
+                limit: limits.max_input_bytes,
+            };
+            return self.finish(store, started, limits, Err(err));
+        }
+        let Prepared::Report(pre) = p else {
+            return self.finish(
+                store,
+                started,
+                limits,
+                Err(RunError::Load("not a report plugin".into())),
+            );
+        };
+        let out = pre
+            .instantiate(&mut store)
+            .and_then(|i| i.call_render(&mut store, input));
+        let result = match out {
+            Err(e) => Err(self.classify(e, &store, limits)),
+            Ok(Err(message)) => Err(RunError::Plugin(message.chars().take(2_000).collect())),
+            Ok(Ok(doc)) => {
+                let table: usize = doc.table.as_ref().map_or(0, |t| {
+                    t.rows
+                        .iter()
+                        .flatten()
+                        .chain(&t.columns)
+                        .map(|c| c.len() + 8)
+                        .sum()
+                });
+                let size = doc.bytes.len() + table;
+                if size > limits.max_output_bytes {
+                    Err(RunError::OutputTooLarge {
+                        size,
+                        limit: limits.max_output_bytes,
+                    })
+                } else {
+                    Ok(doc)
                 }
             }
         };
