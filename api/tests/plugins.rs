@@ -7,39 +7,17 @@
 mod common;
 
 use common::{Backend, TestApp, create_chain};
-use poem::test::{TestForm, TestFormField};
 use serde_json::{Value, json};
 
 fn component(name: &str) -> Vec<u8> {
-    let path = format!("{}/../plugins/dist/{name}.wasm", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!("{path}: {e}; build the plugins with plugins/build.sh (scripts/test.sh does)")
-    })
+    common::plugin_component(name)
 }
 
-const UPLOAD: &str = "mutation($file: Upload!) { uploadPlugin(file: $file) { id name version kind sha256 sizeBytes witVersion resolution kpis { name unit } } }";
+const PLUGIN_FIELDS: &str =
+    "id name version kind sha256 sizeBytes witVersion resolution kpis { name unit }";
 
-/// Uploads `bytes` with a GraphQL multipart request as `token`.
 async fn upload_as(t: &TestApp, token: &str, bytes: Vec<u8>) -> Value {
-    let operations = json!({ "query": UPLOAD, "variables": { "file": null } });
-    let form = TestForm::new()
-        .text("operations", operations.to_string())
-        .text("map", r#"{"0": ["variables.file"]}"#)
-        .field(
-            TestFormField::bytes(bytes)
-                .name("0")
-                .filename("plugin.wasm")
-                .content_type("application/wasm"),
-        );
-    let resp = t
-        .client
-        .post("/graphql")
-        .header("authorization", format!("Bearer {token}"))
-        .multipart(form)
-        .send()
-        .await;
-    resp.assert_status_is_ok();
-    resp.json().await.value().deserialize::<Value>()
+    t.upload_plugin(token, bytes, PLUGIN_FIELDS).await
 }
 
 async fn upload(t: &TestApp, bytes: Vec<u8>) -> Value {

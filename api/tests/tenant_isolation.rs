@@ -279,26 +279,9 @@ fn assert_no_leak(what: &str, answer: &str) {
 
 /// Uploads the example KPI plugin as `token` and enables it tenant-wide.
 async fn upload_plugin(t: &TestApp, token: &str) -> String {
-    use poem::test::{TestForm, TestFormField};
-    let path = format!(
-        "{}/../plugins/dist/kpi-energy.wasm",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let bytes =
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}; run plugins/build.sh"));
-    let operations = json!({ "query": "mutation($f: Upload!) { uploadPlugin(file: $f) { id } }", "variables": { "f": null } });
-    let form = TestForm::new()
-        .text("operations", operations.to_string())
-        .text("map", r#"{"0": ["variables.f"]}"#)
-        .field(TestFormField::bytes(bytes).name("0").filename("p.wasm"));
-    let resp = t
-        .client
-        .post("/graphql")
-        .header("authorization", format!("Bearer {token}"))
-        .multipart(form)
-        .send()
+    let v = t
+        .upload_plugin(token, common::plugin_component("kpi-energy"), "id")
         .await;
-    let v: Value = resp.json().await.value().deserialize();
     let id = v["data"]["uploadPlugin"]["id"]
         .as_str()
         .unwrap_or_else(|| panic!("{v}"))

@@ -254,6 +254,30 @@ fn failed<T>(e: RunError) -> CallReport<T> {
     }
 }
 
+/// Compiles (or finds) the plugin and runs `call` on a blocking thread: a
+/// plugin call is CPU work, bounded by its own deadline.
+async fn off_thread<T: Send + 'static>(
+    host: &Plugins,
+    p: &plugin::Model,
+    input: Result<Input, RunError>,
+    call: impl FnOnce(&super::Sandbox, &super::sandbox::Prepared, &Input) -> CallReport<T>
+    + Send
+    + 'static,
+) -> Result<CallReport<T>> {
+    let input = match input {
+        Ok(i) => i,
+        Err(e) => return Ok(failed(e)),
+    };
+    let sandbox = host.sandbox.clone();
+    let (sha, bytes) = (p.sha256.clone(), p.component.clone());
+    tokio::task::spawn_blocking(move || match sandbox.prepare(&sha, &bytes) {
+        Ok(prepared) => call(&sandbox, &prepared, &input),
+        Err(e) => failed(e),
+    })
+    .await
+    .map_err(|e| coded(ErrorCode::Internal, format!("plugin task failed: {e}")))
+}
+
 fn logs_of(lines: Vec<LogLine>) -> Vec<PluginLog> {
     lines
         .into_iter()
@@ -275,19 +299,10 @@ async fn run(
     let host = plugins(ctx)?;
     let who = who(ctx)?;
     let (limits, input) = input_for(ctx, &p, filter, from, to).await?;
-    let report: CallReport<Vec<super::bindings::KpiValue>> = match input {
-        Err(e) => failed(e),
-        Ok(input) => {
-            let sandbox = host.sandbox.clone();
-            let (sha, bytes) = (p.sha256.clone(), p.component.clone());
-            tokio::task::spawn_blocking(move || match sandbox.prepare(&sha, &bytes) {
-                Ok(prepared) => sandbox.compute(&prepared, &input, &limits),
-                Err(e) => failed(e),
-            })
-            .await
-            .map_err(|e| coded(ErrorCode::Internal, format!("plugin task failed: {e}")))?
-        }
-    };
+    let report = off_thread(host, &p, input, move |sandbox, prepared, input| {
+        sandbox.compute(prepared, input, &limits)
+    })
+    .await?;
     let logs = logs_of(report.logs);
     let (values, error) = match report.result {
         Ok(values) => (
@@ -468,19 +483,10 @@ impl PluginMutation {
             }
         }
         let (limits, input) = input_for(ctx, &p, &filter, from, to).await?;
-        let report = match input {
-            Err(e) => failed(e),
-            Ok(input) => {
-                let sandbox = host.sandbox.clone();
-                let (sha, bytes) = (p.sha256.clone(), p.component.clone());
-                tokio::task::spawn_blocking(move || match sandbox.prepare(&sha, &bytes) {
-                    Ok(prepared) => sandbox.render(&prepared, &input, &limits),
-                    Err(e) => failed(e),
-                })
-                .await
-                .map_err(|e| coded(ErrorCode::Internal, format!("plugin task failed: {e}")))?
-            }
-        };
+        let report = off_thread(host, &p, input, move |sandbox, prepared, input| {
+            sandbox.render(prepared, input, &limits)
+        })
+        .await?;
         let elapsed_ms = report.elapsed.as_secs_f64() * 1e3;
         let logs = logs_of(report.logs);
         let document = report.result.and_then(|d| reports::convert(d, format));

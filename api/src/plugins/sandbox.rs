@@ -350,50 +350,25 @@ impl Sandbox {
         input: &Input,
         limits: &PluginLimits,
     ) -> CallReport<Vec<KpiValue>> {
-        let started = Instant::now();
-        let mut store = self.store(limits);
-        let size = input_size(input);
-        if size > limits.max_input_bytes {
-            let err = RunError::InputTooLarge {
-                size,
-                limit: limits.max_input_bytes,
-            };
-            return self.finish(store, started, limits, Err(err));
-        }
-        let Prepared::Kpi(pre) = p else {
-            return self.finish(
-                store,
-                started,
-                limits,
-                Err(RunError::Load("not a KPI plugin".into())),
-            );
-        };
-        let out = pre
-            .instantiate(&mut store)
-            .and_then(|i| i.call_compute(&mut store, input));
-        let result = match out {
-            Err(e) => Err(self.classify(e, &store, limits)),
-            Ok(Err(message)) => Err(RunError::Plugin(message.chars().take(2_000).collect())),
-            Ok(Ok(values)) => {
-                let size: usize = values
+        self.call(
+            limits,
+            input,
+            |store| match p {
+                Prepared::Kpi(pre) => Some(
+                    pre.instantiate(&mut *store)
+                        .and_then(|i| i.call_compute(&mut *store, input)),
+                ),
+                Prepared::Report(_) => None,
+            },
+            |values| {
+                values
                     .iter()
                     .map(|v| v.name.len() + v.battery.as_ref().map_or(0, String::len) + 16)
-                    .sum();
-                if size > limits.max_output_bytes {
-                    Err(RunError::OutputTooLarge {
-                        size,
-                        limit: limits.max_output_bytes,
-                    })
-                } else {
-                    Ok(values)
-                }
-            }
-        };
-        self.finish(store, started, limits, result)
+                    .sum()
+            },
+        )
     }
-}
 
-impl Sandbox {
     /// `render(input)` of a report plugin, in a fresh instance.
     pub fn render(
         &self,
@@ -401,31 +376,17 @@ impl Sandbox {
         input: &Input,
         limits: &PluginLimits,
     ) -> CallReport<Document> {
-        let started = Instant::now();
-        let mut store = self.store(limits);
-        let size = input_size(input);
-        if size > limits.max_input_bytes {
-            let err = RunError::InputTooLarge {
-                size,
-                limit: limits.max_input_bytes,
-            };
-            return self.finish(store, started, limits, Err(err));
-        }
-        let Prepared::Report(pre) = p else {
-            return self.finish(
-                store,
-                started,
-                limits,
-                Err(RunError::Load("not a report plugin".into())),
-            );
-        };
-        let out = pre
-            .instantiate(&mut store)
-            .and_then(|i| i.call_render(&mut store, input));
-        let result = match out {
-            Err(e) => Err(self.classify(e, &store, limits)),
-            Ok(Err(message)) => Err(RunError::Plugin(message.chars().take(2_000).collect())),
-            Ok(Ok(doc)) => {
+        self.call(
+            limits,
+            input,
+            |store| match p {
+                Prepared::Report(pre) => Some(
+                    pre.instantiate(&mut *store)
+                        .and_then(|i| i.call_render(&mut *store, input)),
+                ),
+                Prepared::Kpi(_) => None,
+            },
+            |doc| {
                 let table: usize = doc.table.as_ref().map_or(0, |t| {
                     t.rows
                         .iter()
@@ -434,14 +395,45 @@ impl Sandbox {
                         .map(|c| c.len() + 8)
                         .sum()
                 });
-                let size = doc.bytes.len() + table;
+                doc.bytes.len() + table
+            },
+        )
+    }
+
+    /// One call in a fresh store: the input and output caps around
+    /// `invoke` (which gives `None` for a plugin of the other world).
+    fn call<T>(
+        &self,
+        limits: &PluginLimits,
+        input: &Input,
+        invoke: impl FnOnce(&mut Store<CallState>) -> Option<wasmtime::Result<Result<T, String>>>,
+        output_size: impl FnOnce(&T) -> usize,
+    ) -> CallReport<T> {
+        let started = Instant::now();
+        let mut store = self.store(limits);
+        let size = input_size(input);
+        if size > limits.max_input_bytes {
+            let err = RunError::InputTooLarge {
+                size,
+                limit: limits.max_input_bytes,
+            };
+            return self.finish(store, started, limits, Err(err));
+        }
+        let result = match invoke(&mut store) {
+            None => Err(RunError::Load(
+                "the plugin implements the other world".into(),
+            )),
+            Some(Err(e)) => Err(self.classify(e, &store, limits)),
+            Some(Ok(Err(message))) => Err(RunError::Plugin(message.chars().take(2_000).collect())),
+            Some(Ok(Ok(out))) => {
+                let size = output_size(&out);
                 if size > limits.max_output_bytes {
                     Err(RunError::OutputTooLarge {
                         size,
                         limit: limits.max_output_bytes,
                     })
                 } else {
-                    Ok(doc)
+                    Ok(out)
                 }
             }
         };

@@ -32,6 +32,14 @@ pub fn authed_client() -> reqwest::Client {
         .expect("HTTP client")
 }
 
+/// A component built by `plugins/build.sh`.
+pub fn plugin_component(name: &str) -> Vec<u8> {
+    let path = format!("{}/../plugins/dist/{name}.wasm", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!("{path}: {e}; build the plugins with plugins/build.sh (scripts/test.sh does)")
+    })
+}
+
 /// POSTs a GraphQL request to a running server at `base` with `token`.
 pub async fn graphql_over_http(base: &str, token: &str, query: &str, variables: Value) -> Value {
     reqwest::Client::new()
@@ -217,6 +225,33 @@ impl TestApp {
         .await["batteryMetrics"]["totalCount"]
             .as_u64()
             .unwrap()
+    }
+
+    /// Uploads a plugin with a GraphQL multipart request as `token`;
+    /// `selection` is what to ask of the uploaded `Plugin`.
+    pub async fn upload_plugin(&self, token: &str, bytes: Vec<u8>, selection: &str) -> Value {
+        use poem::test::{TestForm, TestFormField};
+        let query =
+            format!("mutation($file: Upload!) {{ uploadPlugin(file: $file) {{ {selection} }} }}");
+        let operations = json!({ "query": query, "variables": { "file": null } });
+        let form = TestForm::new()
+            .text("operations", operations.to_string())
+            .text("map", r#"{"0": ["variables.file"]}"#)
+            .field(
+                TestFormField::bytes(bytes)
+                    .name("0")
+                    .filename("plugin.wasm")
+                    .content_type("application/wasm"),
+            );
+        let resp = self
+            .client
+            .post("/graphql")
+            .header("authorization", format!("Bearer {token}"))
+            .multipart(form)
+            .send()
+            .await;
+        resp.assert_status_is_ok();
+        resp.json().await.value().deserialize::<Value>()
     }
 
     /// SQL statements executed so far by this app.
