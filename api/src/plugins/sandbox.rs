@@ -16,7 +16,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use super::bindings::{self, Document, Input, KpiPluginInfo, KpiValue, Level, ReportPluginInfo};
 use crate::config::PluginLimits;
 
-/// Milliseconds per epoch tick.
+/// How often the epoch ticker wakes up (one epoch is one millisecond).
 const TICK: Duration = Duration::from_millis(1);
 /// Concurrent instances the pool holds.
 const POOL: u32 = 32;
@@ -170,13 +170,21 @@ impl Sandbox {
             &mut linker,
             |s| s,
         )?;
-        // One ticker advances every engine's clock: deadlines count ticks.
+        // A ticker advances the engine's epoch once per elapsed millisecond
+        // of real time (catching up after a late wake-up), so a deadline of
+        // N ticks is N ms, not N sleeps.
         let ticker = engine.weak();
         std::thread::Builder::new()
             .name("plugin-epoch".into())
             .spawn(move || {
+                let start = Instant::now();
+                let mut ticks: u128 = 0;
                 while let Some(engine) = ticker.upgrade() {
-                    engine.increment_epoch();
+                    let due = start.elapsed().as_millis();
+                    while ticks < due {
+                        engine.increment_epoch();
+                        ticks += 1;
+                    }
                     drop(engine);
                     std::thread::sleep(TICK);
                 }
