@@ -268,8 +268,11 @@ async fn hostile_plugins_are_stopped_and_the_server_keeps_serving() {
             let elapsed = run["elapsedMs"].as_f64().unwrap();
             // Debug builds on a shared machine: generous slack here; the
             // benchmark measures the real overshoot.
+            // The deadline counts whole milliseconds of the epoch clock, so a
+            // call that starts mid-tick may stop up to 1 ms early.
+            let deadline = timeout_ms as f64;
             assert!(
-                elapsed >= timeout_ms as f64 && elapsed < timeout_ms as f64 + 1_000.0,
+                elapsed > deadline - 2.0 && elapsed < deadline + 1_000.0,
                 "{elapsed} ms"
             );
         }
