@@ -223,7 +223,13 @@ async fn check_place(plugins: &Plugins, who: &Principal, place: Place) -> ApiRes
     }
 }
 
-pub async fn enable(plugins: &Plugins, who: &Principal, id: i64, place: Place) -> ApiResult<()> {
+/// Enables a plugin for `place` (idempotent); returns the plugin.
+pub async fn enable(
+    plugins: &Plugins,
+    who: &Principal,
+    id: i64,
+    place: Place,
+) -> ApiResult<plugin::Model> {
     who.require(Action::ManagePlugins)?;
     let p = get(plugins, who, id).await?;
     check_place(plugins, who, place).await?;
@@ -232,7 +238,7 @@ pub async fn enable(plugins: &Plugins, who: &Principal, id: i64, place: Place) -
         .iter()
         .any(|e| e.client_id == place.client_id && e.site_id == place.site_id)
     {
-        return Ok(());
+        return Ok(p);
     }
     let txn = plugins.db.begin().await?;
     let row = plugin_enablement::ActiveModel {
@@ -259,10 +265,16 @@ pub async fn enable(plugins: &Plugins, who: &Principal, id: i64, place: Place) -
     )
     .await?;
     txn.commit().await?;
-    Ok(())
+    Ok(p)
 }
 
-pub async fn disable(plugins: &Plugins, who: &Principal, id: i64, place: Place) -> ApiResult<()> {
+/// Disables a plugin for `place`; returns the plugin.
+pub async fn disable(
+    plugins: &Plugins,
+    who: &Principal,
+    id: i64,
+    place: Place,
+) -> ApiResult<plugin::Model> {
     who.require(Action::ManagePlugins)?;
     let p = get(plugins, who, id).await?;
     check_place(plugins, who, place).await?;
@@ -291,7 +303,7 @@ pub async fn disable(plugins: &Plugins, who: &Principal, id: i64, place: Place) 
     )
     .await?;
     txn.commit().await?;
-    Ok(())
+    Ok(p)
 }
 
 pub async fn delete(plugins: &Plugins, who: &Principal, id: i64) -> ApiResult<()> {

@@ -414,9 +414,6 @@ impl PluginMutation {
         let host = plugins(ctx)?;
         catalog::enable(host, who(ctx)?, pid, place)
             .await
-            .map_err(|e| e.extend())?;
-        catalog::get(host, who(ctx)?, pid)
-            .await
             .map(Plugin)
             .map_err(|e| e.extend())
     }
@@ -431,9 +428,6 @@ impl PluginMutation {
         let place = scope.unwrap_or_default().place()?;
         let host = plugins(ctx)?;
         catalog::disable(host, who(ctx)?, pid, place)
-            .await
-            .map_err(|e| e.extend())?;
-        catalog::get(host, who(ctx)?, pid)
             .await
             .map(Plugin)
             .map_err(|e| e.extend())
