@@ -38,6 +38,63 @@ pub struct Config {
     pub auth: AuthConfig,
     pub http: HttpConfig,
     pub plugins: PluginsConfig,
+    pub predictions: PredictionsConfig,
+}
+
+/// Battery predictions (ONNX models served with ONNX Runtime).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PredictionsConfig {
+    /// Serve predictions at all.
+    pub enabled: bool,
+    /// ONNX Runtime shared library (`libonnxruntime.so.1.31.1`). Default:
+    /// `$ORT_DYLIB_PATH`, else `.ort/libonnxruntime.so` (made by
+    /// `scripts/setup-python.sh`), else next to the executable.
+    pub ort_library: Option<PathBuf>,
+    /// Whole-fleet refresh period.
+    pub refresh_interval_secs: u64,
+    /// Batteries that received samples are refreshed this long after.
+    pub debounce_ms: u64,
+    /// Inference sessions per model (concurrent batches).
+    pub sessions: usize,
+    /// Largest model accepted at upload.
+    pub max_model_bytes: usize,
+    /// End of life, SOH %, when the chemistry has no entry in `end_of_life_pct`.
+    pub default_end_of_life_pct: f64,
+    /// End of life, SOH %, by chemistry (`LFP = 70.0`).
+    pub end_of_life_pct: std::collections::BTreeMap<String, f64>,
+    /// Remaining life (days) under which the risk level is HIGH.
+    pub risk_high_days: f64,
+    /// Remaining life (days) under which the risk level is MEDIUM.
+    pub risk_medium_days: f64,
+}
+
+impl Default for PredictionsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ort_library: None,
+            refresh_interval_secs: 3600,
+            debounce_ms: 2000,
+            sessions: 2,
+            max_model_bytes: 32 * 1024 * 1024,
+            default_end_of_life_pct: 80.0,
+            end_of_life_pct: Default::default(),
+            risk_high_days: 30.0,
+            risk_medium_days: 90.0,
+        }
+    }
+}
+
+impl PredictionsConfig {
+    /// End of life of `chemistry`, as a SOH fraction.
+    pub fn end_of_life(&self, chemistry: &str) -> f64 {
+        self.end_of_life_pct
+            .get(chemistry)
+            .copied()
+            .unwrap_or(self.default_end_of_life_pct)
+            / 100.0
+    }
 }
 
 /// WebAssembly plugins.
@@ -441,6 +498,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             http: HttpConfig::default(),
             plugins: PluginsConfig::default(),
+            predictions: PredictionsConfig::default(),
         }
     }
 }

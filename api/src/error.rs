@@ -76,6 +76,10 @@ pub enum ApiError {
     Auth { code: ErrorCode, message: String },
     #[error("too many requests; retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    /// A part of the server is not running (e.g. predictions without ONNX
+    /// Runtime); the message says why and how to fix it.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("database error")]
     Db(#[from] sea_orm::DbErr),
 }
@@ -126,6 +130,7 @@ impl ApiError {
             Self::Forbidden(_) => ErrorCode::Forbidden,
             Self::Auth { code, .. } => *code,
             Self::RateLimited { .. } => ErrorCode::RateLimited,
+            Self::Unavailable(_) => ErrorCode::Unavailable,
             Self::Db(_) => ErrorCode::Internal,
         }
     }

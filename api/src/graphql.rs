@@ -19,6 +19,7 @@ use crate::error::ErrorCode;
 use crate::hierarchy::graphql::{HierarchyMutation, HierarchyQuery};
 use crate::ingest::modbus::graphql::{ModbusQuery, ModbusSubscription};
 use crate::plugins::graphql::{PluginMutation, PluginQuery};
+use crate::predict::graphql::{PredictionMutation, PredictionQuery, PredictionSubscription};
 use crate::telemetry::graphql::{TelemetryMutation, TelemetryQuery};
 use crate::telemetry::live::TelemetrySubscription;
 
@@ -29,6 +30,7 @@ pub struct Query(
     ModbusQuery,
     AuthQuery,
     PluginQuery,
+    PredictionQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -37,10 +39,15 @@ pub struct Mutation(
     TelemetryMutation,
     AuthMutation,
     PluginMutation,
+    PredictionMutation,
 );
 
 #[derive(MergedSubscription, Default)]
-pub struct Subscription(TelemetrySubscription, ModbusSubscription);
+pub struct Subscription(
+    TelemetrySubscription,
+    ModbusSubscription,
+    PredictionSubscription,
+);
 
 pub type AppSchema = Schema<Query, Mutation, Subscription>;
 

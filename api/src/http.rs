@@ -125,7 +125,7 @@ async fn graphql(
     Data(app): Data<&App>,
     Data(who): Data<&crate::auth::Principal>,
 ) -> Response {
-    // Multipart requests carry plugin uploads: they may be as large as a component.
+    // Multipart requests carry plugin and model uploads: they may be as large as those.
     let multipart = req
         .header(header::CONTENT_TYPE)
         .is_some_and(|c| c.starts_with("multipart/"));
@@ -134,6 +134,7 @@ async fn graphql(
             .limits
             .max_body_bytes
             .max(app.config.plugins.max_component_bytes + 64 * 1024)
+            .max(app.config.predictions.max_model_bytes + 64 * 1024)
     } else {
         app.config.limits.max_body_bytes
     };

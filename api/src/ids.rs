@@ -74,6 +74,7 @@ pub enum Other {
     ApiKey,
     AuditEntry,
     Plugin,
+    PredictionModel,
 }
 
 impl Other {
@@ -83,6 +84,7 @@ impl Other {
             Self::ApiKey => "ApiKey",
             Self::AuditEntry => "AuditEntry",
             Self::Plugin => "Plugin",
+            Self::PredictionModel => "PredictionModel",
         }
     }
 }

@@ -10,7 +10,9 @@
 //! Samples from every source (`ingestSamples`, `POST /ingest`, the demo
 //! simulator) take the same path: `ingest` → `telemetry::pipeline` (resolve,
 //! check) → `telemetry::writer` (batch, commit, acknowledge) → `bus` (in
-//! process, or Redis across replicas) → live subscriptions.
+//! process, or Redis across replicas) → live subscriptions, and
+//! `predict` (the committed batteries' forecasts refreshed through ONNX
+//! Runtime → the `predictions` subscription).
 //!
 //! Each module owns one capability; see its doc comment.
 
@@ -32,6 +34,7 @@ pub mod loader;
 pub mod metrics;
 pub mod pagination;
 pub mod plugins;
+pub mod predict;
 pub mod telemetry;
 pub mod validate;
 
@@ -68,6 +71,7 @@ pub struct App {
     pub schema: AppSchema,
     pub identity: auth::Identity,
     pub plugins: plugins::Plugins,
+    pub predictor: predict::Predictor,
     /// Id of the tenant a fresh deployment starts with (slug `default`).
     pub default_tenant: i64,
 }
@@ -103,6 +107,15 @@ impl App {
             None => Bus::local(),
         };
         let ingestor = Ingestor::new(db.clone(), config.ingest.clone(), bus.clone());
+        let prediction_topic = match config.redis_url.as_deref().filter(|u| !u.is_empty()) {
+            Some(url) => {
+                let channel = format!("{}:predictions", config.live.redis_channel);
+                bus::topic::Topic::redis(url, &channel, config.live.subscriber_queue).await?
+            }
+            None => bus::topic::Topic::local(config.live.subscriber_queue),
+        };
+        let predictor =
+            predict::Predictor::new(db.clone(), config.predictions.clone(), prediction_topic);
         let mut schema = graphql::builder(&config.limits);
         if !config.http.introspection {
             schema = schema.disable_introspection();
@@ -110,6 +123,7 @@ impl App {
         let schema = schema
             .data(identity.clone())
             .data(plugins.clone())
+            .data(predictor.clone())
             .data(hierarchy.clone())
             .data(ingestor.clone())
             .data(bus.clone())
@@ -131,6 +145,7 @@ impl App {
             schema,
             identity,
             plugins,
+            predictor,
             default_tenant,
         })
     }
@@ -146,6 +161,12 @@ impl App {
                 self.config.modbus.clone(),
             )
         })
+    }
+
+    /// Starts refreshing predictions (batteries with new samples, and the
+    /// whole fleet periodically) unless predictions are off.
+    pub fn start_predictions(&self) -> Option<tokio::task::JoinHandle<()>> {
+        self.predictor.start(&self.bus)
     }
 
     /// Starts MQTT ingestion when configured; abort the handle to stop.

@@ -1,7 +1,8 @@
 //! `trackingbms`: the command line. `serve` runs the server (optionally with
 //! a simulated demo fleet), `migrate` applies database migrations,
 //! `export-schema` prints the GraphQL SDL, `create-api-key` prints a new
-//! API key (for bootstrapping and integrations).
+//! API key (for bootstrapping and integrations), `replay-cells` measures the
+//! prediction models end to end on lab cells.
 
 use std::path::PathBuf;
 
@@ -9,7 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use trackingbms_api::auth::{Principal, api_keys, policy};
 use trackingbms_api::config::{Config, LogFormat};
-use trackingbms_api::{App, db, demo, graphql, ids, telemetry};
+use trackingbms_api::{App, db, demo, graphql, ids, predict, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -52,6 +53,22 @@ enum Command {
     ExportSchema,
     /// Create an API key and print it (shown once) on standard output.
     CreateApiKey(ApiKeyArgs),
+    /// Replay lab cells (`cells.csv` schema) as batteries, cut their histories
+    /// and compare GraphQL's predictions with what the cells did next.
+    ReplayCells {
+        /// A `cells.csv` (see api/models/data/battery-aging/README.md).
+        file: PathBuf,
+        /// Cell ids to replay (repeatable). Default: the cells the built-in
+        /// models were not trained on.
+        #[arg(long = "cell")]
+        cells: Vec<String>,
+        /// Days between two cuts of a history.
+        #[arg(long, default_value_t = 20)]
+        cut_every_days: i64,
+        /// Database to replay into. Default: a fresh SQLite file in a temporary directory.
+        #[arg(long)]
+        database_url: Option<String>,
+    },
 }
 
 /// Row id from a global id or a plain number.
@@ -209,6 +226,7 @@ async fn main() -> anyhow::Result<()> {
             }
             tracing::info!(database = %db::redact(&config.effective_database_url()), "starting");
             let app = App::build(config).await?;
+            let predictions = app.start_predictions();
             let demo_task = if with_demo {
                 let task = demo::start(&app).await?;
                 print_demo_users(&demo::users::ensure(&app).await?);
@@ -222,7 +240,7 @@ async fn main() -> anyhow::Result<()> {
             let mqtt = app.start_mqtt()?;
             app.serve(shutdown_signal()).await?;
             retention.abort();
-            for task in modbus.into_iter().chain(mqtt) {
+            for task in modbus.into_iter().chain(mqtt).chain(predictions) {
                 task.abort();
             }
             if let Some(task) = demo_task {
@@ -244,6 +262,29 @@ async fn main() -> anyhow::Result<()> {
                 config.data_dir = dir;
             }
             println!("{}", create_api_key(&config, args).await?);
+        }
+        Command::ReplayCells {
+            file,
+            cells,
+            cut_every_days,
+            database_url,
+        } => {
+            let scratch = tempfile::tempdir().context("creating a scratch directory")?;
+            match database_url {
+                Some(url) => config.database_url = Some(url),
+                None => {
+                    config.data_dir = scratch.path().to_path_buf();
+                    config.database_url = None;
+                }
+            }
+            config.run_migrations = true;
+            let app = App::build(config).await?;
+            let cells = if cells.is_empty() {
+                app.predictor.manifest().test_cells.clone()
+            } else {
+                cells
+            };
+            predict::replay::run(&app, &file, &cells, cut_every_days).await?;
         }
         Command::ExportSchema => unreachable!("handled above"),
     }

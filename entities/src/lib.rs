@@ -10,6 +10,7 @@
 pub mod api_key;
 pub mod audit_log;
 pub mod battery;
+pub mod battery_prediction;
 pub mod battery_rollup;
 pub mod battery_sample;
 pub mod bms;
@@ -18,6 +19,7 @@ pub mod enums;
 pub mod oidc_login;
 pub mod plugin;
 pub mod plugin_enablement;
+pub mod prediction_model;
 pub mod recovery_code;
 pub mod report_artifact;
 pub mod session;

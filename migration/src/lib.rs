@@ -8,6 +8,7 @@ mod m20261121_000001_hierarchy;
 pub mod m20261121_000002_rollups;
 mod m20261121_000003_identity;
 mod m20261121_000004_plugins;
+mod m20261121_000005_predictions;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000002_rollups::Migration),
             Box::new(m20261121_000003_identity::Migration),
             Box::new(m20261121_000004_plugins::Migration),
+            Box::new(m20261121_000005_predictions::Migration),
         ]
     }
 }

@@ -37,6 +37,7 @@ pub enum Action {
     ManageApiKeys,
     ReadAudit,
     ManagePlugins,
+    ManageModels,
 }
 
 impl Action {
@@ -52,6 +53,7 @@ impl Action {
             Self::ManageApiKeys => "manage API keys",
             Self::ReadAudit => "read the audit log",
             Self::ManagePlugins => "manage plugins",
+            Self::ManageModels => "manage prediction models",
         }
     }
 }
@@ -75,7 +77,7 @@ pub fn allows(role: Role, action: Action) -> bool {
         IngestTelemetry => Role::Technician,
         ManageEquipment | ManageUsers => Role::SiteManager,
         EditClient | ManageSites | ManageApiKeys | ManagePlugins => Role::ClientAdmin,
-        ManageClients | ReadAudit => Role::SuperAdmin,
+        ManageClients | ReadAudit | ManageModels => Role::SuperAdmin,
     };
     rank(role) >= rank(needed)
 }

@@ -17,6 +17,8 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+pub mod topic;
+
 /// Where a battery sits, so subscriptions can filter by scope without a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Owner {
@@ -117,6 +119,9 @@ impl Drop for Subscription {
 pub struct Bus {
     routes: Arc<Routes>,
     redis: Option<(redis::aio::MultiplexedConnection, Arc<str>)>,
+    /// Told the batteries of every batch this replica commits (predictions
+    /// refresh them); full: the periodic refresh catches up.
+    committed: Arc<RwLock<Option<mpsc::Sender<Vec<i64>>>>>,
 }
 
 impl Bus {
@@ -125,6 +130,7 @@ impl Bus {
         Self {
             routes: Arc::default(),
             redis: None,
+            committed: Arc::default(),
         }
     }
 
@@ -143,19 +149,39 @@ impl Bus {
         };
         // Subscribe before returning, so nothing published afterwards is missed.
         let pubsub = subscribe(&client, channel).await?;
+        let routes = bus.routes.clone();
         tokio::spawn(forward(
             client,
             channel.to_owned(),
             pubsub,
-            bus.routes.clone(),
+            move |payload| match serde_json::from_str::<Vec<SampleEvent>>(payload) {
+                Ok(events) => {
+                    for e in events {
+                        routes.deliver(e);
+                    }
+                }
+                Err(err) => tracing::warn!(%err, "malformed sample events on Redis"),
+            },
         ));
         Ok(bus)
+    }
+
+    /// Has the batteries of every batch committed on this replica sent to `tx`.
+    pub fn on_commit(&self, tx: mpsc::Sender<Vec<i64>>) {
+        if let Ok(mut slot) = self.committed.write() {
+            *slot = Some(tx);
+        }
     }
 
     /// Publishes a committed batch.
     pub async fn publish(&self, events: Vec<SampleEvent>) {
         if events.is_empty() {
             return;
+        }
+        if let Ok(slot) = self.committed.read()
+            && let Some(tx) = slot.as_ref()
+        {
+            let _ = tx.try_send(events.iter().map(|e| e.sample.battery_id).collect());
         }
         if let Some((conn, channel)) = &self.redis {
             let payload = match serde_json::to_string(&events) {
@@ -205,7 +231,10 @@ impl Bus {
     }
 }
 
-async fn subscribe(client: &redis::Client, channel: &str) -> anyhow::Result<redis::aio::PubSub> {
+pub(crate) async fn subscribe(
+    client: &redis::Client,
+    channel: &str,
+) -> anyhow::Result<redis::aio::PubSub> {
     let mut pubsub = client
         .get_async_pubsub()
         .await
@@ -217,12 +246,12 @@ async fn subscribe(client: &redis::Client, channel: &str) -> anyhow::Result<redi
     Ok(pubsub)
 }
 
-/// Forwards Redis messages to local subscribers, reconnecting with backoff.
-async fn forward(
+/// Hands every Redis message of `channel` to `on_payload`, reconnecting with backoff.
+pub(crate) async fn forward(
     client: redis::Client,
     channel: String,
     mut pubsub: redis::aio::PubSub,
-    routes: Arc<Routes>,
+    on_payload: impl Fn(&str) + Send + 'static,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -237,14 +266,7 @@ async fn forward(
                         continue;
                     }
                 };
-                match serde_json::from_str::<Vec<SampleEvent>>(&payload) {
-                    Ok(events) => {
-                        for e in events {
-                            routes.deliver(e);
-                        }
-                    }
-                    Err(err) => tracing::warn!(%err, "malformed sample events on Redis"),
-                }
+                on_payload(&payload);
             }
         }
         tracing::warn!("Redis pub/sub connection lost; reconnecting");

@@ -515,6 +515,10 @@ impl Battery {
     async fn latest_sample(&self, ctx: &Context<'_>) -> Result<Option<Sample>> {
         crate::telemetry::graphql::latest_sample(ctx, &self.0).await
     }
+    /// Health forecast from the battery's history (see `Prediction`).
+    async fn prediction(&self, ctx: &Context<'_>) -> Result<crate::predict::graphql::Prediction> {
+        crate::predict::graphql::prediction_of(ctx, &self.0).await
+    }
 }
 
 // ----- root fields -----------------------------------------------------------

@@ -40,6 +40,11 @@ pub fn plugin_component(name: &str) -> Vec<u8> {
     })
 }
 
+/// The ONNX Runtime library `scripts/setup-python.sh` links.
+pub fn ort_library() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ort/libonnxruntime.so")
+}
+
 /// POSTs a GraphQL request to a running server at `base` with `token`.
 pub async fn graphql_over_http(base: &str, token: &str, query: &str, variables: Value) -> Value {
     reqwest::Client::new()
@@ -88,6 +93,7 @@ impl TestApp {
             ..Config::default()
         };
         config.auth.admin_api_key = Some(ADMIN_KEY.into());
+        config.predictions.ort_library = Some(ort_library());
         if backend == Backend::Postgres {
             config.database_url = Some(fresh_pg_url().await);
             config.db_max_connections = 4;
@@ -230,18 +236,30 @@ impl TestApp {
     /// Uploads a plugin with a GraphQL multipart request as `token`;
     /// `selection` is what to ask of the uploaded `Plugin`.
     pub async fn upload_plugin(&self, token: &str, bytes: Vec<u8>, selection: &str) -> Value {
-        use poem::test::{TestForm, TestFormField};
         let query =
             format!("mutation($file: Upload!) {{ uploadPlugin(file: $file) {{ {selection} }} }}");
-        let operations = json!({ "query": query, "variables": { "file": null } });
+        self.upload(token, &query, json!({ "file": null }), bytes)
+            .await
+    }
+
+    /// A multipart GraphQL request whose variable `file` carries `bytes`.
+    pub async fn upload(
+        &self,
+        token: &str,
+        query: &str,
+        variables: Value,
+        bytes: Vec<u8>,
+    ) -> Value {
+        use poem::test::{TestForm, TestFormField};
+        let operations = json!({ "query": query, "variables": variables });
         let form = TestForm::new()
             .text("operations", operations.to_string())
             .text("map", r#"{"0": ["variables.file"]}"#)
             .field(
                 TestFormField::bytes(bytes)
                     .name("0")
-                    .filename("plugin.wasm")
-                    .content_type("application/wasm"),
+                    .filename("upload.bin")
+                    .content_type("application/octet-stream"),
             );
         let resp = self
             .client

@@ -1,0 +1,158 @@
+//! Reading what the refresh needs (daily history, latest cycle count) and
+//! what it produced (stored predictions).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use entities::battery_prediction;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, Statement,
+};
+
+use super::features::{DayPoint, WINDOW_DAYS};
+use crate::error::ApiResult;
+
+/// What the features are computed from, per battery.
+#[derive(Debug, Default, Clone)]
+pub struct History {
+    pub points: Vec<DayPoint>,
+    pub efc: Option<i64>,
+    pub as_of: Option<DateTime<Utc>>,
+}
+
+fn id_list(ids: &[i64]) -> String {
+    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+}
+
+const DAY_SECS: i64 = 86_400;
+
+/// Daily points of the last [`WINDOW_DAYS`] before each battery's newest
+/// day with SOH, its newest sample time and its highest cycle count there.
+pub async fn histories(db: &DatabaseConnection, ids: &[i64]) -> ApiResult<HashMap<i64, History>> {
+    let mut out: HashMap<i64, History> = HashMap::new();
+    if ids.is_empty() {
+        return Ok(out);
+    }
+    let backend = db.get_database_backend();
+    let list = id_list(ids);
+    let newest = db
+        .query_all_raw(Statement::from_string(
+            backend,
+            format!(
+                "SELECT battery_id, MAX(bucket) AS last FROM battery_rollups \
+                 WHERE resolution = 'DAY' AND soh_n > 0 AND battery_id IN ({list}) GROUP BY battery_id"
+            ),
+        ))
+        .await?;
+    let mut last_day: HashMap<i64, i64> = HashMap::new();
+    for row in newest {
+        let id: i64 = row.try_get("", "battery_id")?;
+        let last: DateTime<Utc> = row.try_get("", "last")?;
+        last_day.insert(id, last.timestamp().div_euclid(DAY_SECS));
+    }
+    let Some(earliest_last) = last_day.values().min().copied() else {
+        return Ok(out);
+    };
+    let from = DateTime::<Utc>::from_timestamp((earliest_last - WINDOW_DAYS) * DAY_SECS, 0)
+        .unwrap_or_default();
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            backend,
+            format!(
+                "SELECT battery_id, bucket, soh_sum, soh_n, temp_sum, temp_n, temp_max \
+                 FROM battery_rollups WHERE resolution = 'DAY' AND soh_n > 0 \
+                 AND battery_id IN ({list}) AND bucket > {} ORDER BY battery_id, bucket",
+                placeholder(backend, 1)
+            ),
+            [from.into()],
+        ))
+        .await?;
+    for row in rows {
+        let id: i64 = row.try_get("", "battery_id")?;
+        let bucket: DateTime<Utc> = row.try_get("", "bucket")?;
+        let day = bucket.timestamp().div_euclid(DAY_SECS);
+        if last_day
+            .get(&id)
+            .is_none_or(|last| day <= last - WINDOW_DAYS)
+        {
+            continue;
+        }
+        let soh_sum: f64 = row.try_get("", "soh_sum")?;
+        let soh_n: i64 = row.try_get("", "soh_n")?;
+        let temp_sum: f64 = row.try_get("", "temp_sum")?;
+        let temp_n: i64 = row.try_get("", "temp_n")?;
+        let temp_max: Option<f64> = row.try_get("", "temp_max")?;
+        out.entry(id).or_default().points.push(DayPoint {
+            day,
+            soh: (soh_sum / soh_n as f64) / 100.0,
+            temp_avg: (temp_n > 0).then(|| temp_sum / temp_n as f64),
+            temp_max,
+        });
+    }
+    let since = DateTime::<Utc>::from_timestamp(earliest_last * DAY_SECS, 0).unwrap_or_default();
+    let latest = db
+        .query_all_raw(Statement::from_sql_and_values(
+            backend,
+            format!(
+                "SELECT battery_id, MAX(ts) AS ts, MAX(cycle_count) AS efc FROM battery_samples \
+                 WHERE battery_id IN ({list}) AND ts >= {} GROUP BY battery_id",
+                placeholder(backend, 1)
+            ),
+            [since.into()],
+        ))
+        .await?;
+    for row in latest {
+        let id: i64 = row.try_get("", "battery_id")?;
+        if let Some(h) = out.get_mut(&id) {
+            h.as_of = row.try_get("", "ts")?;
+            h.efc = row.try_get::<Option<i32>>("", "efc")?.map(i64::from);
+        }
+    }
+    Ok(out)
+}
+
+fn placeholder(backend: sea_orm::DbBackend, n: usize) -> String {
+    match backend {
+        sea_orm::DbBackend::Postgres => format!("${n}"),
+        _ => "?".into(),
+    }
+}
+
+/// The newest stored prediction of each of `ids`.
+pub async fn latest(
+    db: &impl ConnectionTrait,
+    ids: &[i64],
+) -> ApiResult<HashMap<i64, battery_prediction::Model>> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = battery_prediction::Entity::find()
+        .filter(Expr::cust(format!(
+            "(battery_id, computed_at) IN (SELECT battery_id, MAX(computed_at) \
+             FROM battery_predictions WHERE battery_id IN ({}) GROUP BY battery_id)",
+            id_list(ids)
+        )))
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().map(|r| (r.battery_id, r)).collect())
+}
+
+/// Stored predictions of a battery between `from` and `to`, oldest first.
+pub async fn history(
+    db: &DatabaseConnection,
+    battery_id: i64,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    limit: u64,
+) -> ApiResult<Vec<battery_prediction::Model>> {
+    use sea_orm::{ColumnTrait, QuerySelect};
+    Ok(battery_prediction::Entity::find()
+        .filter(battery_prediction::Column::BatteryId.eq(battery_id))
+        .filter(battery_prediction::Column::ComputedAt.gte(from))
+        .filter(battery_prediction::Column::ComputedAt.lte(to))
+        .order_by_asc(battery_prediction::Column::ComputedAt)
+        .limit(limit)
+        .all(db)
+        .await?)
+}
