@@ -88,6 +88,17 @@ async fn demo_fleet_is_realistic_and_live(t: TestApp) {
         .fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
     assert!(hi - lo > 5.0, "varied health: {lo}..{hi}");
 
+    // The daily health history is long enough for a real prediction.
+    let p = t
+        .data(
+            "query($id: ID!) { node(id: $id) { ... on Battery { prediction { status sohIn30Days { value } } } } }",
+            json!({ "id": last }),
+        )
+        .await["node"]["prediction"]
+        .clone();
+    assert_eq!(p["status"], "OK", "{p:#}");
+    assert!((50.0..=101.0).contains(&p["sohIn30Days"]["value"].as_f64().unwrap()));
+
     // Live samples keep coming after the history.
     let before = t
         .data(

@@ -201,9 +201,10 @@ def rows_for_cell(cid, source, samples, eols):
 # -------------------------------------------------------------- models ----
 
 
-def gbr(alpha, n=200):
+def gbr(alpha, n=60):
+    # 60 trees of depth 3 each: the whole forecast (9 ensembles) stays near 20 µs a row.
     return GradientBoostingRegressor(
-        loss="quantile", alpha=alpha, n_estimators=n, max_depth=3, learning_rate=0.05,
+        loss="quantile", alpha=alpha, n_estimators=n, max_depth=3, learning_rate=0.15,
         subsample=0.8, min_samples_leaf=20, random_state=SEED,
     )
 
@@ -232,7 +233,8 @@ def fit_forecast(rows):
     groups = [r["cell"] for r in fail_rows]
     folds = list(GroupKFold(n_splits=3).split(xf, yf, groups))
     log(f"  failure within {HORIZON} days: {len(fail_rows)} rows, {int(yf.sum())} positive")
-    base = GradientBoostingClassifier(n_estimators=150, max_depth=3, learning_rate=0.05, subsample=0.8, random_state=SEED)
+    base = GradientBoostingClassifier(n_estimators=60, max_depth=3, learning_rate=0.15, subsample=0.8, random_state=SEED)
+    # One classifier per cell-grouped fold, each with its sigmoid; their mean is the probability.
     classifier = CalibratedClassifierCV(base, method="sigmoid", cv=folds).fit(xf, yf)
     return soh_models, rul_models, classifier
 

@@ -235,6 +235,53 @@ impl FleetSim {
     }
 }
 
+impl FleetSim {
+    /// One health reading a day for the `days` days before `now` (SOH
+    /// fading towards today's value, cycle count, temperature), so the demo
+    /// fleet has the history predictions need.
+    pub fn daily_history(&mut self, now: DateTime<Utc>, days: i64) -> Vec<battery_sample::Model> {
+        let rng = &mut self.rng;
+        let mut out = Vec::with_capacity(self.batteries.len() * days as usize);
+        for b in &self.batteries {
+            let per_year = match b.chemistry {
+                Chemistry::Lfp => 1.8,
+                Chemistry::Nmc | Chemistry::Nca => 3.0,
+                Chemistry::Lto => 0.8,
+                _ => 2.5,
+            } * if b.fault == Some(Fault::FastFade) {
+                6.0
+            } else {
+                1.0
+            };
+            let hot = if b.fault == Some(Fault::Overheating) {
+                12.0
+            } else {
+                0.0
+            };
+            let cycles_per_day = rng.random_range(0.4..1.1);
+            for k in (1..=days).rev() {
+                let soh = b.soh + per_year * k as f64 / 365.0 + rng.random_range(-0.15..0.15);
+                out.push(battery_sample::Model {
+                    battery_id: b.battery_id,
+                    ts: now - chrono::Duration::days(k),
+                    voltage_v: None,
+                    current_a: None,
+                    power_w: None,
+                    soc_pct: None,
+                    soh_pct: Some(soh.clamp(0.0, 100.0)),
+                    temp_min_c: None,
+                    temp_max_c: None,
+                    temp_avg_c: Some(24.0 + hot + rng.random_range(-2.0..2.0)),
+                    energy_kwh: None,
+                    efficiency_pct: None,
+                    cycle_count: Some((b.cycles - cycles_per_day * k as f64).max(0.0) as i32),
+                });
+            }
+        }
+        out
+    }
+}
+
 /// Sends simulated samples through the ingestion pipeline, like any producer.
 async fn feed(ingestor: &Ingestor, who: &crate::auth::Principal, rows: Vec<battery_sample::Model>) {
     let records = rows
@@ -263,6 +310,9 @@ impl DemoTask {
         let _ = self.handle.await;
     }
 }
+
+/// Days of daily health readings a fresh demo fleet starts with.
+const DAILY_HISTORY_DAYS: i64 = 120;
 
 /// Creates the demo fleet when the tenant has no clients yet, then keeps
 /// appending samples in the background (after a backfill of recent history
@@ -300,6 +350,11 @@ pub async fn start(app: &App) -> anyhow::Result<DemoTask> {
     let (stop, mut stopped) = watch::channel(false);
     let handle = tokio::spawn(async move {
         let now = crate::clock::now();
+        if backfill_hours > 0 {
+            for chunk in sim.daily_history(now, DAILY_HISTORY_DAYS).chunks(5000) {
+                feed(&ingestor, &who, chunk.to_vec()).await;
+            }
+        }
         let step = 300.0;
         let steps = (backfill_hours as f64 * 3600.0 / step) as i64;
         let mut batch = Vec::new();
