@@ -43,6 +43,8 @@ const BUILTIN_MANIFEST: &str = include_str!("../../models/onnx/manifest.json");
 
 /// Batteries refreshed per batch.
 const BATCH: usize = 500;
+/// Batches in flight at once.
+const PARALLEL_BATCHES: usize = 4;
 
 /// What the training run wrote next to the built-in models.
 #[derive(Debug, Clone, Deserialize)]
@@ -231,11 +233,18 @@ impl Predictor {
     /// Recomputes the predictions of `ids`, stores those that changed and
     /// tells subscribers. Returns the current prediction of each battery.
     pub async fn refresh(&self, ids: &[i64]) -> ApiResult<Vec<battery_prediction::Model>> {
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(BATCH) {
-            out.extend(self.refresh_batch(chunk).await?);
-        }
-        Ok(out)
+        use futures_util::{StreamExt, TryStreamExt};
+        // Batches overlap: one reads the database while another infers.
+        let chunks: Vec<Vec<i64>> = ids.chunks(BATCH).map(<[i64]>::to_vec).collect();
+        let batches: Vec<Vec<battery_prediction::Model>> = futures_util::stream::iter(chunks)
+            .map(|chunk| {
+                let me = self.clone();
+                async move { me.refresh_batch(&chunk).await }
+            })
+            .buffered(PARALLEL_BATCHES)
+            .try_collect()
+            .await?;
+        Ok(batches.into_iter().flatten().collect())
     }
 
     async fn refresh_batch(&self, ids: &[i64]) -> ApiResult<Vec<battery_prediction::Model>> {

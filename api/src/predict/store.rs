@@ -56,11 +56,17 @@ pub async fn histories(db: &DatabaseConnection, ids: &[i64]) -> ApiResult<HashMa
     };
     let from = DateTime::<Utc>::from_timestamp((earliest_last - WINDOW_DAYS) * DAY_SECS, 0)
         .unwrap_or_default();
+    // The day number comes from the database: 1.8 million rows for a
+    // 10,000-battery fleet, so no timestamp parsing and no lookups by name.
+    let day_expr = match backend {
+        sea_orm::DbBackend::Postgres => "CAST(FLOOR(EXTRACT(EPOCH FROM bucket) / 86400) AS BIGINT)",
+        _ => "CAST(strftime('%s', bucket) AS INTEGER) / 86400",
+    };
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
             backend,
             format!(
-                "SELECT battery_id, bucket, soh_sum, soh_n, temp_sum, temp_n, temp_max \
+                "SELECT battery_id, {day_expr}, soh_sum, soh_n, temp_sum, temp_n, temp_max \
                  FROM battery_rollups WHERE resolution = 'DAY' AND soh_n > 0 \
                  AND battery_id IN ({list}) AND bucket > {} ORDER BY battery_id, bucket",
                 placeholder(backend, 1)
@@ -69,20 +75,19 @@ pub async fn histories(db: &DatabaseConnection, ids: &[i64]) -> ApiResult<HashMa
         ))
         .await?;
     for row in rows {
-        let id: i64 = row.try_get("", "battery_id")?;
-        let bucket: DateTime<Utc> = row.try_get("", "bucket")?;
-        let day = bucket.timestamp().div_euclid(DAY_SECS);
+        let id: i64 = row.try_get_by_index(0)?;
+        let day: i64 = row.try_get_by_index(1)?;
         if last_day
             .get(&id)
             .is_none_or(|last| day <= last - WINDOW_DAYS)
         {
             continue;
         }
-        let soh_sum: f64 = row.try_get("", "soh_sum")?;
-        let soh_n: i64 = row.try_get("", "soh_n")?;
-        let temp_sum: f64 = row.try_get("", "temp_sum")?;
-        let temp_n: i64 = row.try_get("", "temp_n")?;
-        let temp_max: Option<f64> = row.try_get("", "temp_max")?;
+        let soh_sum: f64 = row.try_get_by_index(2)?;
+        let soh_n: i64 = row.try_get_by_index(3)?;
+        let temp_sum: f64 = row.try_get_by_index(4)?;
+        let temp_n: i64 = row.try_get_by_index(5)?;
+        let temp_max: Option<f64> = row.try_get_by_index(6)?;
         out.entry(id).or_default().points.push(DayPoint {
             day,
             soh: (soh_sum / soh_n as f64) / 100.0,
