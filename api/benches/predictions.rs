@@ -6,7 +6,8 @@
 //! - a full refresh of a 10,000-battery fleet with 180 days of daily
 //!   history each, on PostgreSQL, feature extraction from the database and
 //!   storing included (first refresh: every prediction is new and stored;
-//!   second: nothing changed, nothing stored).
+//!   second: nothing changed, nothing stored). The seeded table is vacuumed
+//!   first, as autovacuum would after a bulk insert.
 //!
 //!     scripts/setup-python.sh && cargo bench -p trackingbms-api --bench predictions
 //!
@@ -125,6 +126,9 @@ async fn seed_history(app: &App) -> anyhow::Result<()> {
             .to_owned(),
     ))
     .await?;
+    // What autovacuum does after a bulk insert (index-only scans need it).
+    db.execute_unprepared("VACUUM ANALYZE battery_rollups")
+        .await?;
     Ok(())
 }
 

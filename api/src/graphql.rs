@@ -157,3 +157,25 @@ impl Extension for ErrorCodesExtension {
         resp
     }
 }
+
+/// The bytes of an uploaded file, at most `limit` + 1 (so the service can
+/// say the file is too large rather than silently cut it).
+pub fn read_upload(
+    ctx: &async_graphql::Context<'_>,
+    file: &async_graphql::Upload,
+    limit: usize,
+) -> async_graphql::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    file.value(ctx)?
+        .content
+        .take(u64::try_from(limit).unwrap_or(u64::MAX) + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| {
+            crate::error::coded(
+                ErrorCode::BadRequest,
+                format!("cannot read the upload: {e}"),
+            )
+        })?;
+    Ok(bytes)
+}

@@ -101,10 +101,30 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
+        // A refresh reads each battery's last 180 DAY roll-ups; rows of one
+        // battery lie on as many heap pages as days, so on PostgreSQL a
+        // covering index turns that into a short index-only range scan
+        // (10,000 batteries: ~20x fewer pages read).
+        if manager.get_database_backend() == sea_orm_migration::sea_orm::DbBackend::Postgres {
+            manager
+                .get_connection()
+                .execute_unprepared(
+                    "CREATE INDEX ix_battery_rollups_day_history ON battery_rollups \
+                     (battery_id, bucket) INCLUDE (soh_sum, soh_n, temp_sum, temp_n, temp_max) \
+                     WHERE resolution = 'DAY'",
+                )
+                .await?;
+        }
         Ok(())
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager.get_database_backend() == sea_orm_migration::sea_orm::DbBackend::Postgres {
+            manager
+                .get_connection()
+                .execute_unprepared("DROP INDEX IF EXISTS ix_battery_rollups_day_history")
+                .await?;
+        }
         for t in ["battery_predictions", "prediction_models"] {
             manager
                 .drop_table(Table::drop().table(Alias::new(t)).to_owned())

@@ -138,11 +138,7 @@ impl Bus {
     /// (including this replica's own batches) to local subscribers.
     /// `channel` carries JSON arrays of [`SampleEvent`].
     pub async fn redis(url: &str, channel: &str) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?;
-        let publisher = client
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot connect to Redis: {e}"))?;
+        let (client, publisher) = connect(url).await?;
         let bus = Self {
             redis: Some((publisher, Arc::from(channel))),
             ..Self::local()
@@ -188,18 +184,9 @@ impl Bus {
                 Ok(p) => p,
                 Err(err) => return tracing::error!(%err, "cannot encode sample events"),
             };
-            let mut conn = conn.clone();
-            match redis::cmd("PUBLISH")
-                .arg(channel.as_ref())
-                .arg(payload)
-                .query_async::<i64>(&mut conn)
-                .await
-            {
-                Ok(_) => return,
-                // Stored samples stay stored; local subscribers still hear of them.
-                Err(err) => {
-                    tracing::warn!(%err, "Redis publish failed; delivering on this replica only")
-                }
+            // On failure stored samples stay stored; local subscribers still hear of them.
+            if publish_raw(conn, channel, payload).await {
+                return;
             }
         }
         for e in events {
@@ -227,6 +214,40 @@ impl Bus {
             key,
             id,
             routes: self.routes.clone(),
+        }
+    }
+}
+
+/// A Redis client and a connection to publish on.
+pub(crate) async fn connect(
+    url: &str,
+) -> anyhow::Result<(redis::Client, redis::aio::MultiplexedConnection)> {
+    let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?;
+    let publisher = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to Redis: {e}"))?;
+    Ok((client, publisher))
+}
+
+/// Publishes `payload` on `channel`; false (logged) when Redis failed, so
+/// the caller delivers on this replica instead.
+pub(crate) async fn publish_raw(
+    conn: &redis::aio::MultiplexedConnection,
+    channel: &str,
+    payload: String,
+) -> bool {
+    let mut conn = conn.clone();
+    match redis::cmd("PUBLISH")
+        .arg(channel)
+        .arg(payload)
+        .query_async::<i64>(&mut conn)
+        .await
+    {
+        Ok(_) => true,
+        Err(err) => {
+            tracing::warn!(%err, "Redis publish failed; delivering on this replica only");
+            false
         }
     }
 }

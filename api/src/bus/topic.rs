@@ -38,11 +38,7 @@ impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> Topic<T> {
 
     /// Through Redis `channel` (subscribed before this returns).
     pub async fn redis(url: &str, channel: &str, capacity: usize) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?;
-        let publisher = client
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot connect to Redis: {e}"))?;
+        let (client, publisher) = super::connect(url).await?;
         let topic = Self {
             redis: Some((publisher, Arc::from(channel))),
             ..Self::local(capacity)
@@ -68,17 +64,8 @@ impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> Topic<T> {
         if let Some((conn, channel)) = &self.redis {
             match serde_json::to_string(&event) {
                 Ok(payload) => {
-                    let mut conn = conn.clone();
-                    let sent = redis::cmd("PUBLISH")
-                        .arg(channel.as_ref())
-                        .arg(payload)
-                        .query_async::<i64>(&mut conn)
-                        .await;
-                    match sent {
-                        Ok(_) => return,
-                        Err(err) => {
-                            tracing::warn!(%err, "Redis publish failed; delivering on this replica only")
-                        }
+                    if super::publish_raw(conn, channel, payload).await {
+                        return;
                     }
                 }
                 Err(err) => tracing::error!(%err, "cannot encode an event"),

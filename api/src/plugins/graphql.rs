@@ -9,7 +9,6 @@ use async_graphql::{
 };
 use chrono::{DateTime, Utc};
 use entities::plugin;
-use std::io::Read;
 
 use super::Plugins;
 use super::bindings::Input;
@@ -384,18 +383,7 @@ impl PluginMutation {
     /// implement the `kpi` or `report` world of `plugins/wit/`.
     async fn upload_plugin(&self, ctx: &Context<'_>, file: Upload) -> Result<Plugin> {
         let host = plugins(ctx)?;
-        let mut bytes = Vec::new();
-        let limit = host.config.max_component_bytes;
-        file.value(ctx)?
-            .content
-            .take(u64::try_from(limit).unwrap_or(u64::MAX) + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| {
-                coded(
-                    ErrorCode::BadRequest,
-                    format!("cannot read the upload: {e}"),
-                )
-            })?;
+        let bytes = crate::graphql::read_upload(ctx, &file, host.config.max_component_bytes)?;
         catalog::upload(host, who(ctx)?, bytes)
             .await
             .map(Plugin)

@@ -3,8 +3,6 @@
 //! (`predictionModels`, `uploadPredictionModel`, `activatePredictionModel`,
 //! `rollbackPredictionModel`, `predictionService`).
 
-use std::io::Read;
-
 use async_graphql::{
     Context, Enum, ErrorExtensions, ID, Json, Object, Result, ResultExt, SimpleObject,
     Subscription, Upload,
@@ -18,7 +16,7 @@ use super::Predictor;
 use super::registry;
 use super::runtime::Kind as ModelKind;
 use crate::auth::{Action, Principal};
-use crate::error::{ApiError, ErrorCode, coded};
+use crate::error::ApiError;
 use crate::hierarchy::service::find_scoped;
 use crate::ids::{self, Kind, Other};
 use crate::telemetry::live::{Filter, LiveScope};
@@ -298,18 +296,7 @@ impl PredictionMutation {
         metadata: Option<Json<serde_json::Value>>,
     ) -> Result<PredictionModel> {
         let p = predictor(ctx)?;
-        let limit = p.config().max_model_bytes;
-        let mut bytes = Vec::new();
-        file.value(ctx)?
-            .content
-            .take(u64::try_from(limit).unwrap_or(u64::MAX) + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| {
-                coded(
-                    ErrorCode::BadRequest,
-                    format!("cannot read the upload: {e}"),
-                )
-            })?;
+        let bytes = crate::graphql::read_upload(ctx, &file, p.config().max_model_bytes)?;
         let metadata = metadata.map_or_else(|| serde_json::json!({}), |m| m.0);
         registry::upload(
             p,

@@ -233,6 +233,7 @@ impl Predictor {
     /// Recomputes the predictions of `ids`, stores those that changed and
     /// tells subscribers. Returns the current prediction of each battery.
     pub async fn refresh(&self, ids: &[i64]) -> ApiResult<Vec<battery_prediction::Model>> {
+        self.environment()?;
         use futures_util::{StreamExt, TryStreamExt};
         // Batches overlap: one reads the database while another infers.
         let chunks: Vec<Vec<i64>> = ids.chunks(BATCH).map(<[i64]>::to_vec).collect();
@@ -320,6 +321,7 @@ impl Predictor {
 
     /// The stored prediction of `battery_id`, computed now when there is none.
     pub async fn current(&self, battery_id: i64) -> ApiResult<battery_prediction::Model> {
+        self.environment()?;
         if let Some(p) = store::latest(&self.0.db, &[battery_id])
             .await?
             .remove(&battery_id)

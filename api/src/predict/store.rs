@@ -36,64 +36,38 @@ pub async fn histories(db: &DatabaseConnection, ids: &[i64]) -> ApiResult<HashMa
     }
     let backend = db.get_database_backend();
     let list = id_list(ids);
+    // Each battery's newest day with SOH, one index probe per battery (an
+    // aggregate over the roll-ups would read every row of the window twice).
     let newest = db
         .query_all_raw(Statement::from_string(
             backend,
             format!(
-                "SELECT battery_id, MAX(bucket) AS last FROM battery_rollups \
-                 WHERE resolution = 'DAY' AND soh_n > 0 AND battery_id IN ({list}) GROUP BY battery_id"
+                "SELECT b.id, (SELECT r.bucket FROM battery_rollups r WHERE r.battery_id = b.id \
+                 AND r.resolution = 'DAY' AND r.soh_n > 0 ORDER BY r.bucket DESC LIMIT 1) \
+                 FROM batteries b WHERE b.id IN ({list})"
             ),
         ))
         .await?;
     let mut last_day: HashMap<i64, i64> = HashMap::new();
     for row in newest {
-        let id: i64 = row.try_get("", "battery_id")?;
-        let last: DateTime<Utc> = row.try_get("", "last")?;
-        last_day.insert(id, last.timestamp().div_euclid(DAY_SECS));
+        let id: i64 = row.try_get_by_index(0)?;
+        if let Some(last) = row.try_get_by_index::<Option<DateTime<Utc>>>(1)? {
+            last_day.insert(id, last.timestamp().div_euclid(DAY_SECS));
+        }
     }
     let Some(earliest_last) = last_day.values().min().copied() else {
         return Ok(out);
     };
     let from = DateTime::<Utc>::from_timestamp((earliest_last - WINDOW_DAYS) * DAY_SECS, 0)
         .unwrap_or_default();
-    // The day number comes from the database: 1.8 million rows for a
-    // 10,000-battery fleet, so no timestamp parsing and no lookups by name.
-    let day_expr = match backend {
-        sea_orm::DbBackend::Postgres => "CAST(FLOOR(EXTRACT(EPOCH FROM bucket) / 86400) AS BIGINT)",
-        _ => "CAST(strftime('%s', bucket) AS INTEGER) / 86400",
-    };
-    let rows = db
-        .query_all_raw(Statement::from_sql_and_values(
-            backend,
-            format!(
-                "SELECT battery_id, {day_expr}, soh_sum, soh_n, temp_sum, temp_n, temp_max \
-                 FROM battery_rollups WHERE resolution = 'DAY' AND soh_n > 0 \
-                 AND battery_id IN ({list}) AND bucket > {} ORDER BY battery_id, bucket",
-                placeholder(backend, 1)
-            ),
-            [from.into()],
-        ))
-        .await?;
-    for row in rows {
-        let id: i64 = row.try_get_by_index(0)?;
-        let day: i64 = row.try_get_by_index(1)?;
+    for (id, p) in day_points(db, &list, from).await? {
         if last_day
             .get(&id)
-            .is_none_or(|last| day <= last - WINDOW_DAYS)
+            .is_none_or(|last| p.day <= last - WINDOW_DAYS)
         {
             continue;
         }
-        let soh_sum: f64 = row.try_get_by_index(2)?;
-        let soh_n: i64 = row.try_get_by_index(3)?;
-        let temp_sum: f64 = row.try_get_by_index(4)?;
-        let temp_n: i64 = row.try_get_by_index(5)?;
-        let temp_max: Option<f64> = row.try_get_by_index(6)?;
-        out.entry(id).or_default().points.push(DayPoint {
-            day,
-            soh: (soh_sum / soh_n as f64) / 100.0,
-            temp_avg: (temp_n > 0).then(|| temp_sum / temp_n as f64),
-            temp_max,
-        });
+        out.entry(id).or_default().points.push(p);
     }
     let since = DateTime::<Utc>::from_timestamp(earliest_last * DAY_SECS, 0).unwrap_or_default();
     let latest = db
@@ -112,6 +86,94 @@ pub async fn histories(db: &DatabaseConnection, ids: &[i64]) -> ApiResult<HashMa
         if let Some(h) = out.get_mut(&id) {
             h.as_of = row.try_get("", "ts")?;
             h.efc = row.try_get::<Option<i32>>("", "efc")?.map(i64::from);
+        }
+    }
+    Ok(out)
+}
+
+/// The DAY roll-ups with SOH after `from` of the batteries in `list`, as
+/// (battery, point), each battery's in day order.
+async fn day_points(
+    db: &DatabaseConnection,
+    list: &str,
+    from: DateTime<Utc>,
+) -> ApiResult<Vec<(i64, DayPoint)>> {
+    let backend = db.get_database_backend();
+    if backend == sea_orm::DbBackend::Postgres {
+        return day_points_pg(db, list, from).await;
+    }
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            backend,
+            format!(
+                "SELECT battery_id, CAST(strftime('%s', bucket) AS INTEGER) / 86400, soh_sum, soh_n, \
+                 temp_sum, temp_n, temp_max FROM battery_rollups \
+                 WHERE resolution = 'DAY' AND soh_n > 0 AND battery_id IN ({list}) AND bucket > ? \
+                 ORDER BY battery_id, bucket"
+            ),
+            [from.into()],
+        ))
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let soh_sum: f64 = row.try_get_by_index(2)?;
+        let soh_n: i64 = row.try_get_by_index(3)?;
+        let temp_sum: f64 = row.try_get_by_index(4)?;
+        let temp_n: i64 = row.try_get_by_index(5)?;
+        out.push((
+            row.try_get_by_index(0)?,
+            DayPoint {
+                day: row.try_get_by_index(1)?,
+                soh: (soh_sum / soh_n as f64) / 100.0,
+                temp_avg: (temp_n > 0).then(|| temp_sum / temp_n as f64),
+                temp_max: row.try_get_by_index(6)?,
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// PostgreSQL: one row per battery, its days as arrays. A 10,000-battery
+/// fleet has 1.8 million days in the window; decoding them row by row was
+/// most of a fleet refresh. NaN stands for "no value" (checks refuse NaN).
+async fn day_points_pg(
+    db: &DatabaseConnection,
+    list: &str,
+    from: DateTime<Utc>,
+) -> ApiResult<Vec<(i64, DayPoint)>> {
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            format!(
+                "SELECT battery_id, \
+                 array_agg(CAST(FLOOR(EXTRACT(EPOCH FROM bucket) / 86400) AS BIGINT) ORDER BY bucket), \
+                 array_agg(soh_sum / soh_n ORDER BY bucket), \
+                 array_agg(CASE WHEN temp_n > 0 THEN temp_sum / temp_n ELSE 'NaN'::float8 END ORDER BY bucket), \
+                 array_agg(COALESCE(temp_max, 'NaN'::float8) ORDER BY bucket) \
+                 FROM battery_rollups WHERE resolution = 'DAY' AND soh_n > 0 \
+                 AND battery_id IN ({list}) AND bucket > $1 GROUP BY battery_id"
+            ),
+            [from.into()],
+        ))
+        .await?;
+    let known = |v: f64| (!v.is_nan()).then_some(v);
+    let mut out = Vec::new();
+    for row in rows {
+        let id: i64 = row.try_get_by_index(0)?;
+        let days: Vec<i64> = row.try_get_by_index(1)?;
+        let soh: Vec<f64> = row.try_get_by_index(2)?;
+        let temp_avg: Vec<f64> = row.try_get_by_index(3)?;
+        let temp_max: Vec<f64> = row.try_get_by_index(4)?;
+        for (i, day) in days.into_iter().enumerate() {
+            out.push((
+                id,
+                DayPoint {
+                    day,
+                    soh: soh.get(i).copied().unwrap_or(f64::NAN) / 100.0,
+                    temp_avg: temp_avg.get(i).copied().and_then(known),
+                    temp_max: temp_max.get(i).copied().and_then(known),
+                },
+            ));
         }
     }
     Ok(out)
