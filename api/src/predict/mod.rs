@@ -239,10 +239,14 @@ impl Predictor {
         let chunks: Vec<Vec<i64>> = ids.chunks(BATCH).map(<[i64]>::to_vec).collect();
         let batches: Vec<Vec<battery_prediction::Model>> = futures_util::stream::iter(chunks)
             .map(|chunk| {
+                // A task per batch, so batches use every worker thread.
                 let me = self.clone();
-                async move { me.refresh_batch(&chunk).await }
+                tokio::spawn(async move { me.refresh_batch(&chunk).await })
             })
             .buffered(PARALLEL_BATCHES)
+            .map(|joined| {
+                joined.map_err(|e| ApiError::Unavailable(format!("refresh stopped: {e}")))?
+            })
             .try_collect()
             .await?;
         Ok(batches.into_iter().flatten().collect())
@@ -254,7 +258,7 @@ impl Predictor {
             .filter(battery::Column::Id.is_in(ids.iter().copied()))
             .all(db)
             .await?;
-        let histories = store::histories(db, ids).await?;
+        let mut histories = store::histories(db, ids).await?;
         let previous = store::latest(db, ids).await?;
         let mut by_tenant: HashMap<i64, Vec<&battery::Model>> = HashMap::new();
         for b in &batteries {
@@ -265,16 +269,22 @@ impl Predictor {
         let mut changed = Vec::new();
         for (tenant_id, list) in by_tenant {
             let models = self.models(tenant_id).await?;
-            let inputs: Vec<Input> = list
+            let jobs: Vec<(battery::Model, store::History, f64)> = list
                 .iter()
                 .map(|b| {
-                    let h = histories.get(&b.id).cloned().unwrap_or_default();
-                    Input::new(b, h, self.0.config.end_of_life(&b.chemistry.to_value()))
+                    let h = histories.remove(&b.id).unwrap_or_default();
+                    let eol = self.0.config.end_of_life(&b.chemistry.to_value());
+                    ((*b).clone(), h, eol)
                 })
                 .collect();
             let reference = self.0.manifest.reference_values.clone();
             let config = self.0.config.clone();
+            // Features and inference are CPU work: off the async workers.
             let computed = tokio::task::spawn_blocking(move || {
+                let inputs: Vec<Input> = jobs
+                    .into_iter()
+                    .map(|(b, h, eol)| Input::new(&b, h, eol))
+                    .collect();
                 infer(&models, &inputs, &reference, &config, now)
             })
             .await
