@@ -16,9 +16,9 @@ use super::Predictor;
 use super::registry;
 use super::runtime::Kind as ModelKind;
 use crate::auth::{Action, Principal};
-use crate::error::ApiError;
 use crate::hierarchy::service::find_scoped;
 use crate::ids::{self, Kind, Other};
+use crate::telemetry::graphql::{page_size, time_range};
 use crate::telemetry::live::{Filter, LiveScope};
 
 fn predictor<'a>(ctx: &Context<'a>) -> Result<&'a Predictor> {
@@ -232,18 +232,8 @@ impl PredictionQuery {
         find_scoped::<battery::Entity>(p.db(), who, id, Kind::Battery)
             .await
             .extend()?;
-        let to = to.unwrap_or_else(Utc::now);
-        let from = from.unwrap_or(to - Duration::days(30));
-        if from >= to {
-            return Err(ApiError::validation("from", "must be earlier than to").extend());
-        }
-        let limit = match first {
-            None => 100,
-            Some(n) if (0..=1000).contains(&n) => n as u64,
-            Some(_) => {
-                return Err(ApiError::validation("first", "must be between 0 and 1000").extend());
-            }
-        };
+        let (from, to) = time_range(from, to, Duration::days(30)).extend()?;
+        let limit = page_size(first, 1000).extend()? as u64;
         super::store::history(p.db(), id, from, to, limit)
             .await
             .map(|rows| rows.into_iter().map(Prediction).collect())

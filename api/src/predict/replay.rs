@@ -58,6 +58,7 @@ pub fn read_cells(
     let mut reader =
         csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
     let mut cells: BTreeMap<String, Vec<CellSample>> = BTreeMap::new();
+    let mut seen: std::collections::HashSet<(String, i64)> = Default::default();
     for (i, row) in reader.deserialize::<Row>().enumerate() {
         let row = row.with_context(|| format!("{} line {}", path.display(), i + 2))?;
         let (Some(efc), Some(soh)) = (row.efc, row.soh) else {
@@ -66,12 +67,11 @@ pub fn read_cells(
         if DROPPED_FLAGS.contains(&row.flag.as_str()) || !(soh > 0.0 && soh <= 1.2) {
             continue;
         }
-        let samples = cells.entry(row.cell_id).or_default();
         let ts = REPLAY_START + (efc * days_per_efc * 86_400.0).round() as i64;
-        if samples.iter().any(|s| s.ts == ts) {
+        if !seen.insert((row.cell_id.clone(), ts)) {
             continue; // the server keeps the first sample of a timestamp
         }
-        samples.push(CellSample {
+        cells.entry(row.cell_id).or_default().push(CellSample {
             ts,
             soh_pct: (soh * 100.0 * 1e4).round() / 1e4,
             temp_avg: row.temp_mean_c.or(row.ambient_temp_c),

@@ -334,21 +334,9 @@ impl TelemetryQuery {
         after: Option<String>,
     ) -> Result<Connection<TsCursor, MetricPoint, ConnectionExtra>> {
         let id = ids::decode(Kind::Battery, &battery_id).extend()?;
-        let to = to.unwrap_or_else(Utc::now);
-        let from = from.unwrap_or(to - Duration::hours(24));
-        if from >= to {
-            return Err(ApiError::validation("from", "must be earlier than to").extend());
-        }
+        let (from, to) = time_range(from, to, Duration::hours(24)).extend()?;
         let max = ctx.data::<MaxSamplePage>().map(|m| m.0).unwrap_or(1000);
-        let limit = match first {
-            None => max.min(100),
-            Some(n) if n >= 0 && n as usize <= max => n as usize,
-            Some(_) => {
-                return Err(
-                    ApiError::validation("first", format!("must be between 0 and {max}")).extend(),
-                );
-            }
-        };
+        let limit = page_size(first, max).extend()?;
         let after = after
             .map(|c| TsCursor::decode_cursor(&c).map_err(|e| ApiError::validation("after", e)))
             .transpose()
@@ -447,4 +435,31 @@ pub async fn latest_sample(ctx: &Context<'_>, b: &battery::Model) -> Result<Opti
         .load_one(LatestSampleKey(b.id))
         .await
         .map_err(|e| e.to_graphql())
+}
+
+/// `from`/`to` of a history query: `to` defaults to now, `from` to
+/// `default_span` before it, and `from` must come first.
+pub(crate) fn time_range(
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    default_span: Duration,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
+    let to = to.unwrap_or_else(Utc::now);
+    let from = from.unwrap_or(to - default_span);
+    if from >= to {
+        return Err(ApiError::validation("from", "must be earlier than to"));
+    }
+    Ok((from, to))
+}
+
+/// `first` of a history query: 100 by default, at most `max`.
+pub(crate) fn page_size(first: Option<i32>, max: usize) -> Result<usize, ApiError> {
+    match first {
+        None => Ok(max.min(100)),
+        Some(n) if n >= 0 && n as usize <= max => Ok(n as usize),
+        Some(_) => Err(ApiError::validation(
+            "first",
+            format!("must be between 0 and {max}"),
+        )),
+    }
 }
