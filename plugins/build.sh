@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds the example plugins and the host's test fixtures from source, into
-# plugins/dist/: every guest is a Rust crate compiled for
+# plugins/dist/: the Rust guests are compiled for
 # wasm32-unknown-unknown with wit-bindgen, then wrapped into a component by
-# plugins/tools/componentize (the wit-component crate). Needs only rustup
-# and crates.io.
+# plugins/tools/componentize (the wit-component crate); the JavaScript
+# example is built by componentize-qjs from npm. Needs rustup, crates.io and
+# npm.
 set -euo pipefail
 cd "$(dirname "$0")"
 here="$(pwd)"
@@ -26,6 +27,21 @@ guest() { # guest CRATE_DIR OUTPUT_NAME [cargo args…]
 }
 
 guest examples/kpi-rust kpi-energy
+# The JavaScript example: componentize-qjs (npm, pinned in its lock file)
+# embeds QuickJS and the script into a component; WASI imports are stubbed
+# with traps, so the component imports only the host's log.
+if ! command -v npm >/dev/null; then
+  echo "error: npm is required to build plugins/examples/kpi-js (apt-get install nodejs npm)" >&2
+  exit 1
+fi
+(
+  cd examples/kpi-js
+  if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then
+    npm ci --no-audit --no-fund --loglevel=error
+  fi
+  npx --no-install componentize-qjs --wit ../../wit --world kpi --js kpi.js --sync --stub-wasi \
+    -o "$dist/kpi-thermal.wasm" >/dev/null
+)
 guest examples/report-rust health-report
 for kind in spin memory huge trap; do
   HOSTILE_KIND="$kind" guest fixtures/hostile "hostile-$kind" --features "$kind"

@@ -108,6 +108,17 @@ pub struct PluginsConfig {
     /// Limits of one tenant's calls instead of `limits`, by tenant slug
     /// (`[plugins.tenant_limits.acme]`).
     pub tenant_limits: std::collections::BTreeMap<String, PluginLimits>,
+    /// When enabled KPI plugins run for the history (cron, UTC; five
+    /// fields, or six with seconds first). Empty: never.
+    pub kpi_schedule: String,
+    /// The period each scheduled KPI run covers, ending at its slot.
+    pub kpi_window_hours: u32,
+    /// Scheduled KPI values older than this are deleted.
+    pub kpi_retention_days: u32,
+    /// How long a scheduled report is kept (and its links work).
+    pub report_retention_days: u32,
+    /// How often a replica looks for due schedules.
+    pub scheduler_poll_secs: u64,
 }
 
 impl Default for PluginsConfig {
@@ -116,6 +127,11 @@ impl Default for PluginsConfig {
             max_component_bytes: 20 * 1024 * 1024,
             limits: PluginLimits::default(),
             tenant_limits: Default::default(),
+            kpi_schedule: "0 1 * * *".into(),
+            kpi_window_hours: 24,
+            kpi_retention_days: 400,
+            report_retention_days: 90,
+            scheduler_poll_secs: 30,
         }
     }
 }

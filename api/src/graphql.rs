@@ -19,6 +19,7 @@ use crate::error::ErrorCode;
 use crate::hierarchy::graphql::{HierarchyMutation, HierarchyQuery};
 use crate::ingest::modbus::graphql::{ModbusQuery, ModbusSubscription};
 use crate::plugins::graphql::{PluginMutation, PluginQuery};
+use crate::plugins::schedule_graphql::{ScheduleMutation, ScheduleQuery};
 use crate::predict::graphql::{PredictionMutation, PredictionQuery, PredictionSubscription};
 use crate::telemetry::graphql::{TelemetryMutation, TelemetryQuery};
 use crate::telemetry::live::TelemetrySubscription;
@@ -30,6 +31,7 @@ pub struct Query(
     ModbusQuery,
     AuthQuery,
     PluginQuery,
+    ScheduleQuery,
     PredictionQuery,
 );
 
@@ -39,6 +41,7 @@ pub struct Mutation(
     TelemetryMutation,
     AuthMutation,
     PluginMutation,
+    ScheduleMutation,
     PredictionMutation,
 );
 

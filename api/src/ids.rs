@@ -75,6 +75,8 @@ pub enum Other {
     AuditEntry,
     Plugin,
     PredictionModel,
+    ReportSchedule,
+    ReportArtifact,
 }
 
 impl Other {
@@ -85,6 +87,8 @@ impl Other {
             Self::AuditEntry => "AuditEntry",
             Self::Plugin => "Plugin",
             Self::PredictionModel => "PredictionModel",
+            Self::ReportSchedule => "ReportSchedule",
+            Self::ReportArtifact => "ReportArtifact",
         }
     }
 }

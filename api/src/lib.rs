@@ -169,6 +169,16 @@ impl App {
         self.predictor.start(&self.bus)
     }
 
+    /// The scheduler of plugin work (KPI history, report schedules).
+    pub fn scheduler(&self) -> plugins::scheduler::Scheduler {
+        plugins::scheduler::Scheduler::new(self.plugins.clone())
+    }
+
+    /// Starts running scheduled plugin work; abort the handle to stop.
+    pub fn start_scheduler(&self) -> tokio::task::JoinHandle<()> {
+        self.scheduler().start()
+    }
+
     /// Starts MQTT ingestion when configured; abort the handle to stop.
     pub fn start_mqtt(&self) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
         let Some(config) = self.config.mqtt.clone() else {

@@ -227,6 +227,7 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(database = %db::redact(&config.effective_database_url()), "starting");
             let app = App::build(config).await?;
             let predictions = app.start_predictions();
+            let scheduler = app.start_scheduler();
             let demo_task = if with_demo {
                 let task = demo::start(&app).await?;
                 print_demo_users(&demo::users::ensure(&app).await?);
@@ -240,6 +241,7 @@ async fn main() -> anyhow::Result<()> {
             let mqtt = app.start_mqtt()?;
             app.serve(shutdown_signal()).await?;
             retention.abort();
+            scheduler.abort();
             for task in modbus.into_iter().chain(mqtt).chain(predictions) {
                 task.abort();
             }

@@ -434,3 +434,357 @@ async fn report_plugin_generates_downloads() {
     let (status, _, _) = fetch("/reports/not-a-token".into()).await;
     assert_eq!(status, poem::http::StatusCode::NOT_FOUND);
 }
+
+/// A JavaScript component (QuickJS inside, built by componentize-qjs)
+/// behaves like any other plugin: described at upload, computes what a
+/// reference computed here says, logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_kpi_plugin_matches_a_reference() {
+    let t = TestApp::new(Backend::Sqlite).await;
+    let [_c, site, _z, _b, battery] = create_chain(&t, "J1").await;
+    let temps: Vec<f64> = (0..40).map(|i| 25.0 + (i % 16) as f64).collect();
+    let data: Vec<Value> = temps
+        .iter()
+        .enumerate()
+        .map(|(i, t)| json!({ "battery": battery, "ts": format!("2026-03-01T10:{i:02}:00Z"), "tempAvgC": t, "socPct": 50.0 }))
+        .collect();
+    t.data(
+        "mutation($s: [SampleInput!]!) { ingestSamples(samples: $s) { stored } }",
+        json!({ "s": data }),
+    )
+    .await;
+    let uploaded = upload(&t, component("kpi-thermal")).await;
+    let p = &uploaded["data"]["uploadPlugin"];
+    assert_eq!(p["name"], "thermal", "{uploaded}");
+    assert_eq!(p["kind"], "KPI");
+    assert_eq!(p["resolution"], "RAW");
+    let names: Vec<&str> = p["kpis"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "hot_readings_pct",
+            "max_temp_c",
+            "mean_temp_c",
+            "hot_batteries"
+        ]
+    );
+    let id = p["id"].as_str().unwrap();
+
+    let run = dry_run(&t, id, json!({ "siteId": site })).await;
+    assert!(run["error"].is_null(), "{run}");
+    let get = |name: &str| -> Value {
+        run["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("{name} missing: {run}"))
+            .clone()
+    };
+    let hot = temps.iter().filter(|t| **t > 35.0).count() as f64;
+    let mean = temps.iter().sum::<f64>() / temps.len() as f64;
+    let max = temps.iter().copied().fold(f64::MIN, f64::max);
+    assert!((get("hot_readings_pct")["value"].as_f64().unwrap() - 100.0 * hot / 40.0).abs() < 1e-9);
+    assert!((get("mean_temp_c")["value"].as_f64().unwrap() - mean).abs() < 1e-9);
+    assert_eq!(get("max_temp_c")["value"].as_f64().unwrap(), max);
+    assert_eq!(get("max_temp_c")["batteryId"], battery.as_str());
+    assert_eq!(get("hot_batteries")["value"].as_f64().unwrap(), 1.0);
+    assert!(get("hot_batteries")["batteryId"].is_null());
+    assert_eq!(run["logs"][0]["message"], "thermal: 1 batteries, 1 hot");
+}
+
+fn at(s: &str) -> chrono::DateTime<chrono::Utc> {
+    s.parse().expect("a timestamp")
+}
+
+const HISTORY: &str = "query($name: String!, $b: ID, $scope: PluginPlaceInput) { kpiHistory(name: $name, batteryId: $b, scope: $scope, from: \"2026-03-01T00:00:00Z\", to: \"2026-03-03T00:00:00Z\") { name batteryId value periodFrom periodTo pluginName pluginVersion } }";
+
+/// The KPI schedule stores each enabled plugin's values once per slot;
+/// `kpiHistory` reads them back within the caller's scope.
+async fn scheduled_kpis_become_history(t: TestApp) {
+    let [_c, site, _z, _b, battery] = create_chain(&t, "H1").await;
+    let [_c2, other_site, ..] = create_chain(&t, "H2").await;
+    let data = samples(&battery);
+    t.data(
+        "mutation($s: [SampleInput!]!) { ingestSamples(samples: $s) { stored } }",
+        json!({ "s": data }),
+    )
+    .await;
+    let id = upload(&t, component("kpi-energy")).await["data"]["uploadPlugin"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    t.data(
+        "mutation($id: ID!, $s: ID!) { enablePlugin(id: $id, scope: {siteId: $s}) { id } }",
+        json!({ "id": id, "s": site }),
+    )
+    .await;
+
+    let scheduler = t.app.scheduler();
+    // The first poll only learns the next slot (01:00 UTC by default).
+    let first = scheduler.run_due(at("2026-03-02T00:30:00Z")).await.unwrap();
+    assert!(first.kpi.is_none());
+    let due = scheduler.run_due(at("2026-03-02T01:00:05Z")).await.unwrap();
+    let (slot, report) = due.kpi.expect("the 01:00 slot ran");
+    assert_eq!(slot, at("2026-03-02T01:00:00Z"));
+    assert_eq!((report.runs, report.failed, report.stored), (1, 0, 4));
+    let again = scheduler.run_due(at("2026-03-02T01:00:30Z")).await.unwrap();
+    assert!(again.kpi.is_none(), "a slot runs once");
+
+    let (cycles, efficiency) = reference(&data, 100.0);
+    let points = t
+        .data(
+            HISTORY,
+            json!({ "name": "equivalent_full_cycles", "b": battery }),
+        )
+        .await["kpiHistory"]
+        .clone();
+    assert_eq!(points.as_array().unwrap().len(), 1, "{points}");
+    let p = &points[0];
+    assert!((p["value"].as_f64().unwrap() - cycles).abs() < 1e-9, "{p}");
+    assert_eq!(p["batteryId"], battery.as_str());
+    assert_eq!(p["periodFrom"], "2026-03-01T01:00:00+00:00");
+    assert_eq!(p["periodTo"], "2026-03-02T01:00:00+00:00");
+    assert_eq!(
+        (p["pluginName"].as_str(), p["pluginVersion"].as_str()),
+        (Some("energy"), Some("0.1.0"))
+    );
+
+    let site_points = t
+        .data(
+            HISTORY,
+            json!({ "name": "fleet_energy_efficiency_pct", "scope": { "siteId": site } }),
+        )
+        .await["kpiHistory"]
+        .clone();
+    assert_eq!(site_points.as_array().unwrap().len(), 1, "{site_points}");
+    assert!((site_points[0]["value"].as_f64().unwrap() - efficiency).abs() < 1e-9);
+    assert!(site_points[0]["batteryId"].is_null());
+    // Not enabled for the tenant as a whole: no tenant-wide values.
+    let tenant = t
+        .data(HISTORY, json!({ "name": "fleet_energy_efficiency_pct" }))
+        .await;
+    assert_eq!(tenant["kpiHistory"], json!([]));
+
+    // Someone who sees only the other site sees none of it.
+    let scoped = t
+        .data(
+            "mutation($s: ID!) { createApiKey(input: {name: \"other\", role: OBSERVER, siteIds: [$s]}) { key } }",
+            json!({ "s": other_site }),
+        )
+        .await["createApiKey"]["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for vars in [
+        json!({ "name": "equivalent_full_cycles", "b": battery }),
+        json!({ "name": "fleet_energy_efficiency_pct", "scope": { "siteId": site } }),
+    ] {
+        assert_eq!(t.error_code_as(&scoped, HISTORY, vars).await, "NOT_FOUND");
+    }
+}
+
+on_both_backends!(scheduled_kpis_become_history);
+
+/// Two replicas on one PostgreSQL database poll at the same instant: the
+/// slot runs on one of them only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kpi_slot_runs_on_one_replica_only() {
+    let db = common::fresh_pg_url().await;
+    let replica =
+        |db: String| TestApp::with_config(Backend::Sqlite, move |c| c.database_url = Some(db));
+    let a = replica(db.clone()).await;
+    let b = replica(db).await;
+    let [_c, site, _z, _b, battery] = create_chain(&a, "RP").await;
+    a.data(
+        "mutation($s: [SampleInput!]!) { ingestSamples(samples: $s) { stored } }",
+        json!({ "s": samples(&battery) }),
+    )
+    .await;
+    let id = upload(&a, component("kpi-energy")).await["data"]["uploadPlugin"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    a.data(
+        "mutation($id: ID!, $s: ID!) { enablePlugin(id: $id, scope: {siteId: $s}) { id } }",
+        json!({ "id": id, "s": site }),
+    )
+    .await;
+    let (sa, sb) = (a.app.scheduler(), b.app.scheduler());
+    sa.run_due(at("2026-03-02T00:30:00Z")).await.unwrap();
+    let slot = at("2026-03-02T01:00:01Z");
+    let (ra, rb) = tokio::join!(sa.run_due(slot), sb.run_due(slot));
+    let ran = [ra.unwrap().kpi, rb.unwrap().kpi];
+    assert_eq!(ran.iter().filter(|k| k.is_some()).count(), 1, "{ran:?}");
+    let points = b
+        .data(
+            HISTORY,
+            json!({ "name": "equivalent_full_cycles", "b": battery }),
+        )
+        .await;
+    assert_eq!(
+        points["kpiHistory"].as_array().unwrap().len(),
+        1,
+        "{points}"
+    );
+}
+
+const SCHEDULE_FIELDS: &str = "id name cron scope format periodDays recipients enabled nextRunAt lastRunAt lastError artifacts { id fileName contentType sizeBytes }";
+
+/// Report schedules: validated with the field named, run by the scheduler
+/// at their slot (once), their PDF kept and downloadable through a link,
+/// run on demand, audited, deleted with their reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_schedules_run_and_keep_their_reports() {
+    let t = TestApp::new(Backend::Sqlite).await;
+    let [_c, site, _z, _b, battery] = create_chain(&t, "S1").await;
+    let today = chrono::Utc::now().date_naive();
+    let days: Vec<Value> = (1..=10)
+        .map(|d| {
+            let day = today - chrono::Days::new(11 - d);
+            json!({ "battery": battery, "ts": format!("{day}T12:00:00Z"), "sohPct": 95.0 - 0.1 * d as f64, "tempAvgC": 25.0, "socPct": 60.0 })
+        })
+        .collect();
+    t.data(
+        "mutation($s: [SampleInput!]!) { ingestSamples(samples: $s) { stored } }",
+        json!({ "s": days }),
+    )
+    .await;
+    let plugin = upload(&t, component("health-report")).await["data"]["uploadPlugin"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let create = format!(
+        "mutation($i: ReportScheduleInput!) {{ createReportSchedule(input: $i) {{ {SCHEDULE_FIELDS} }} }}"
+    );
+    let input = |patch: Value| {
+        let mut i = json!({ "pluginId": plugin, "name": "Daily health", "cron": "0 6 * * *",
+            "scope": { "siteId": site }, "format": "PDF", "periodDays": 31,
+            "recipients": ["ops@example.com", "https://hooks.example.com/bms"] });
+        for (k, v) in patch.as_object().unwrap() {
+            i[k] = v.clone();
+        }
+        json!({ "i": i })
+    };
+    for (patch, field) in [
+        (json!({ "cron": "every monday" }), "cron"),
+        (json!({ "cron": "*/5 * * * *" }), "cron"),
+        (json!({ "recipients": ["not an address"] }), "recipients"),
+        (
+            json!({ "recipients": ["http://plain.example.com/hook"] }),
+            "recipients",
+        ),
+        (json!({ "periodDays": 400 }), "periodDays"),
+        (json!({ "name": "" }), "name"),
+    ] {
+        let resp = t.gql(&create, input(patch.clone())).await;
+        let e = &resp["errors"][0]["extensions"];
+        assert_eq!(
+            (e["code"].as_str(), e["field"].as_str()),
+            (Some("VALIDATION_FAILED"), Some(field)),
+            "{patch}: {resp}"
+        );
+    }
+    let observer = t
+        .data(
+            "mutation { createApiKey(input: {name: \"o\", role: OBSERVER}) { key } }",
+            json!({}),
+        )
+        .await["createApiKey"]["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        t.error_code_as(&observer, &create, input(json!({}))).await,
+        "FORBIDDEN"
+    );
+
+    let s = t.data(&create, input(json!({}))).await["createReportSchedule"].clone();
+    assert_eq!(s["scope"], format!("site:{site}"));
+    assert_eq!(
+        s["recipients"],
+        json!(["ops@example.com", "https://hooks.example.com/bms"])
+    );
+    assert!(
+        s["lastRunAt"].is_null() && s["artifacts"] == json!([]),
+        "{s}"
+    );
+    let slot = at(s["nextRunAt"].as_str().unwrap());
+    assert_eq!(slot.format("%H:%M:%S").to_string(), "06:00:00");
+    assert!(slot > chrono::Utc::now() && slot - chrono::Utc::now() <= chrono::Duration::days(1));
+
+    let scheduler = t.app.scheduler();
+    assert!(
+        scheduler
+            .run_due(slot - chrono::Duration::seconds(1))
+            .await
+            .unwrap()
+            .reports
+            .is_empty()
+    );
+    assert_eq!(scheduler.run_due(slot).await.unwrap().reports.len(), 1);
+    assert!(
+        scheduler.run_due(slot).await.unwrap().reports.is_empty(),
+        "a slot runs once"
+    );
+
+    let list = format!("{{ reportSchedules {{ {SCHEDULE_FIELDS} }} }}");
+    let s = t.data(&list, json!({})).await["reportSchedules"][0].clone();
+    assert!(s["lastError"].is_null(), "{s}");
+    assert!(!s["lastRunAt"].is_null());
+    assert_eq!(
+        at(s["nextRunAt"].as_str().unwrap()),
+        slot + chrono::Duration::days(1)
+    );
+    let artifact = &s["artifacts"][0];
+    assert_eq!(artifact["contentType"], "application/pdf");
+    assert_eq!(artifact["fileName"], "battery-health.pdf");
+
+    let link = "mutation($id: ID!) { reportArtifactLink(id: $id) { url contentType sizeBytes expiresAt } }";
+    let l = t.data(link, json!({ "id": artifact["id"] })).await["reportArtifactLink"].clone();
+    let resp = t.client.get(l["url"].as_str().unwrap()).send().await;
+    resp.assert_status_is_ok();
+    resp.assert_content_type("application/pdf");
+    let body = resp.0.into_body().into_vec().await.unwrap();
+    assert_eq!(l["sizeBytes"].as_u64().unwrap() as usize, body.len());
+    let pdf = lopdf::Document::load_mem(&body).expect("a readable PDF");
+    let text = pdf.extract_text(&[1]).unwrap();
+    // First and last SOH of the ten days: 94.9 → 94.0.
+    assert!(
+        text.contains("SN-S1") && text.contains("94.9") && text.contains("94.0"),
+        "{text}"
+    );
+
+    let run = "mutation($id: ID!) { runReportSchedule(id: $id) { id fileName } }";
+    let ran = t.data(run, json!({ "id": s["id"] })).await["runReportSchedule"].clone();
+    assert_eq!(ran["fileName"], "battery-health.pdf");
+    let s2 = t.data(&list, json!({})).await["reportSchedules"][0].clone();
+    assert_eq!(s2["artifacts"].as_array().unwrap().len(), 2);
+
+    t.data(
+        "mutation($id: ID!) { deleteReportSchedule(id: $id) }",
+        json!({ "id": s["id"] }),
+    )
+    .await;
+    assert_eq!(t.data(&list, json!({})).await["reportSchedules"], json!([]));
+    let gone = t.client.get(l["url"].as_str().unwrap()).send().await;
+    gone.assert_status(poem::http::StatusCode::NOT_FOUND);
+    let log = t
+        .data("{ auditLog(first: 20, filter: {action: \"report_schedule.\"}) { entries { action } } }", json!({}))
+        .await;
+    let actions: Vec<&str> = log["auditLog"]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["report_schedule.delete", "report_schedule.create"]
+    );
+}

@@ -18,6 +18,8 @@ pub struct Model {
     pub created_by: String,
     pub created_at: DateTimeUtc,
     pub expires_at: DateTimeUtc,
+    /// The schedule that produced it (none: generated on request).
+    pub schedule_id: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -9,6 +9,7 @@ pub mod m20261121_000002_rollups;
 mod m20261121_000003_identity;
 mod m20261121_000004_plugins;
 mod m20261121_000005_predictions;
+mod m20261121_000006_schedules;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000003_identity::Migration),
             Box::new(m20261121_000004_plugins::Migration),
             Box::new(m20261121_000005_predictions::Migration),
+            Box::new(m20261121_000006_schedules::Migration),
         ]
     }
 }

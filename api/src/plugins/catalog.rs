@@ -197,7 +197,7 @@ pub async fn places(plugins: &Plugins, plugin_id: i64) -> ApiResult<Vec<plugin_e
 }
 
 /// Checks the caller may act on `place`.
-async fn check_place(plugins: &Plugins, who: &Principal, place: Place) -> ApiResult<()> {
+pub(crate) async fn check_place(plugins: &Plugins, who: &Principal, place: Place) -> ApiResult<()> {
     match place {
         Place {
             client_id: Some(_),

@@ -11,14 +11,12 @@ use chrono::{DateTime, Utc};
 use entities::plugin;
 
 use super::Plugins;
-use super::bindings::Input;
-use super::bindings::Resolution;
 use super::catalog::{self, Place};
 use super::reports::{self, ReportFormat};
-use super::sandbox::{CallReport, LogLine, RunError, World};
+use super::runner;
+use super::sandbox::{LogLine, RunError, World};
 use crate::auth::{Action, Principal};
-use crate::config::PluginLimits;
-use crate::error::{ApiError, ErrorCode, coded};
+use crate::error::ApiError;
 use crate::ids::{self, Kind, Other};
 use crate::telemetry::live::{Filter, LiveScope};
 
@@ -90,7 +88,7 @@ impl Plugin {
     }
     /// Longest time range the plugin accepts.
     async fn max_days(&self) -> i64 {
-        self.0.description["maxDays"].as_i64().unwrap_or(31)
+        runner::max_days(&self.0)
     }
     async fn enabled_in(&self, ctx: &Context<'_>) -> Result<Vec<PluginPlace>> {
         let rows = catalog::places(plugins(ctx)?, self.0.id)
@@ -164,6 +162,25 @@ pub struct ReportDownload {
     pub elapsed_ms: f64,
 }
 
+impl ReportDownload {
+    pub fn of(row: &entities::report_artifact::Model, token: &str) -> Self {
+        Self {
+            url: format!("/reports/{token}"),
+            content_type: row.content_type.clone(),
+            file_name: row.file_name.clone(),
+            size_bytes: i64::try_from(row.content.len()).unwrap_or(i64::MAX),
+            expires_at: row.expires_at,
+            logs: Vec::new(),
+            elapsed_ms: 0.0,
+        }
+    }
+}
+
+/// A failed plugin call as a GraphQL error with the call's code.
+pub(crate) fn plugin_error(e: &RunError) -> async_graphql::Error {
+    async_graphql::Error::new(e.to_string()).extend_with(|_, x| x.set("code", e.code()))
+}
+
 #[derive(InputObject, Default, Clone)]
 pub struct PluginPlaceInput {
     pub client_id: Option<ID>,
@@ -171,7 +188,7 @@ pub struct PluginPlaceInput {
 }
 
 impl PluginPlaceInput {
-    fn place(&self) -> Result<Place> {
+    pub(crate) fn place(&self) -> Result<Place> {
         let decode = |kind, id: &Option<ID>| {
             id.as_ref()
                 .map(|i| ids::decode(kind, i))
@@ -195,88 +212,6 @@ fn level_name(l: super::bindings::Level) -> &'static str {
     }
 }
 
-fn resolution_of(p: &plugin::Model) -> Resolution {
-    match p.description["resolution"].as_str() {
-        Some("HOUR") => Resolution::Hour,
-        Some("DAY") => Resolution::Day,
-        _ => Resolution::Raw,
-    }
-}
-
-/// Checks the period against what the plugin accepts and loads its input;
-/// an input over the limit is the call's error, not the request's.
-async fn input_for(
-    ctx: &Context<'_>,
-    p: &plugin::Model,
-    filter: &Filter,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-) -> Result<(PluginLimits, Result<Input, RunError>)> {
-    let host = plugins(ctx)?;
-    let max_days = p.description["maxDays"].as_i64().unwrap_or(31);
-    if to <= from {
-        return Err(ApiError::validation("to", "must be after `from`").extend());
-    }
-    if (to - from).num_days() > max_days {
-        return Err(ApiError::validation(
-            "from",
-            format!("plugin '{}' accepts at most {max_days} days", p.name),
-        )
-        .extend());
-    }
-    let limits = host
-        .limits_for(who(ctx)?.tenant_id)
-        .await
-        .map_err(|e| e.extend())?;
-    let loaded = super::inputs::load(
-        &host.db,
-        filter,
-        from,
-        to,
-        resolution_of(p),
-        limits.max_input_bytes,
-    )
-    .await;
-    match loaded {
-        Err(super::inputs::InputError::Db(e)) => Err(e.extend()),
-        Err(super::inputs::InputError::Run(e)) => Ok((limits, Err(e))),
-        Ok(input) => Ok((limits, Ok(input))),
-    }
-}
-
-fn failed<T>(e: RunError) -> CallReport<T> {
-    CallReport {
-        result: Err(e),
-        logs: Vec::new(),
-        elapsed: std::time::Duration::ZERO,
-        fuel_used: 0,
-    }
-}
-
-/// Compiles (or finds) the plugin and runs `call` on a blocking thread: a
-/// plugin call is CPU work, bounded by its own deadline.
-async fn off_thread<T: Send + 'static>(
-    host: &Plugins,
-    p: &plugin::Model,
-    input: Result<Input, RunError>,
-    call: impl FnOnce(&super::Sandbox, &super::sandbox::Prepared, &Input) -> CallReport<T>
-    + Send
-    + 'static,
-) -> Result<CallReport<T>> {
-    let input = match input {
-        Ok(i) => i,
-        Err(e) => return Ok(failed(e)),
-    };
-    let sandbox = host.sandbox.clone();
-    let (sha, bytes) = (p.sha256.clone(), p.component.clone());
-    tokio::task::spawn_blocking(move || match sandbox.prepare(&sha, &bytes) {
-        Ok(prepared) => call(&sandbox, &prepared, &input),
-        Err(e) => failed(e),
-    })
-    .await
-    .map_err(|e| coded(ErrorCode::Internal, format!("plugin task failed: {e}")))
-}
-
 fn logs_of(lines: Vec<LogLine>) -> Vec<PluginLog> {
     lines
         .into_iter()
@@ -295,13 +230,9 @@ async fn run(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<PluginRun> {
-    let host = plugins(ctx)?;
-    let who = who(ctx)?;
-    let (limits, input) = input_for(ctx, &p, filter, from, to).await?;
-    let report = off_thread(host, &p, input, move |sandbox, prepared, input| {
-        sandbox.compute(prepared, input, &limits)
-    })
-    .await?;
+    let report = runner::compute(plugins(ctx)?, who(ctx)?, &p, filter, (from, to))
+        .await
+        .map_err(|e| e.extend())?;
     let logs = logs_of(report.logs);
     let (values, error) = match report.result {
         Ok(values) => (
@@ -315,16 +246,13 @@ async fn run(
                 .collect(),
             None,
         ),
-        Err(e) => {
-            tracing::warn!(plugin = %p.name, version = %p.version, tenant = who.tenant_id, code = e.code(), error = %e, "plugin call failed");
-            (
-                Vec::new(),
-                Some(PluginError {
-                    code: e.code().into(),
-                    message: e.to_string(),
-                }),
-            )
-        }
+        Err(e) => (
+            Vec::new(),
+            Some(PluginError {
+                code: e.code().into(),
+                message: e.to_string(),
+            }),
+        ),
     };
     Ok(PluginRun {
         plugin_id: ids::encode_other(Other::Plugin, p.id),
@@ -464,37 +392,26 @@ impl PluginMutation {
                 .extend());
             }
         }
-        let (limits, input) = input_for(ctx, &p, &filter, from, to).await?;
-        let report = off_thread(host, &p, input, move |sandbox, prepared, input| {
-            sandbox.render(prepared, input, &limits)
-        })
-        .await?;
+        let report = runner::render(host, who, &p, &filter, (from, to), format)
+            .await
+            .map_err(|e| e.extend())?;
         let elapsed_ms = report.elapsed.as_secs_f64() * 1e3;
         let logs = logs_of(report.logs);
-        let document = report.result.and_then(|d| reports::convert(d, format));
-        let (content_type, file_name, bytes) = document.map_err(|e| {
-            tracing::warn!(plugin = %p.name, tenant = who.tenant_id, code = e.code(), error = %e, "report plugin failed");
-            async_graphql::Error::new(e.to_string()).extend_with(|_, x| x.set("code", e.code()))
-        })?;
-        let size_bytes = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
+        let rendered = report.result.map_err(|e| plugin_error(&e))?;
         let (row, token) = reports::store(
             &host.db,
             who,
             p.id,
             filter.describe(),
-            (content_type, file_name, bytes),
+            rendered,
+            reports::Keep::Link,
         )
         .await
         .map_err(|e| e.extend())?;
-        Ok(ReportDownload {
-            url: format!("/reports/{token}"),
-            content_type: row.content_type,
-            file_name: row.file_name,
-            size_bytes,
-            expires_at: row.expires_at,
-            logs,
-            elapsed_ms,
-        })
+        let mut download = ReportDownload::of(&row, &token);
+        download.logs = logs;
+        download.elapsed_ms = elapsed_ms;
+        Ok(download)
     }
 
     /// Runs a KPI plugin once, enabled or not, and returns its values, logs,

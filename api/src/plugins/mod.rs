@@ -2,15 +2,24 @@
 //! worlds of `plugins/wit/` (KPI calculators, report generators); the
 //! server runs them against a scope's data in a sandbox ([`sandbox`]) with
 //! per-call limits. [`catalog`] keeps uploads, versions and where each is
-//! enabled; [`inputs`] assembles the data a call receives; [`reports`]
-//! converts and keeps generated reports; [`graphql`] is the API.
+//! enabled; [`inputs`] assembles the data a call receives; [`runner`] makes
+//! one call for a caller or the scheduler; [`reports`] converts (with
+//! [`pdf`]) and keeps generated reports; [`scheduler`] runs the KPI history
+//! ([`history`]) and report schedules ([`schedules`]) once per slot across
+//! replicas; [`graphql`] and [`schedule_graphql`] are the API.
 
 pub mod bindings;
 pub mod catalog;
 pub mod graphql;
+pub mod history;
 pub mod inputs;
+pub mod pdf;
 pub mod reports;
+pub mod runner;
 pub mod sandbox;
+pub mod schedule_graphql;
+pub mod scheduler;
+pub mod schedules;
 
 use std::sync::Arc;
 

@@ -1,6 +1,6 @@
 //! Report generation: runs a report plugin over a scope and period, turns
-//! its document into the requested format (its own, or CSV / XLSX from its
-//! table), and keeps the result for download through an unguessable link
+//! its document into the requested format (its own, or CSV / XLSX / PDF
+//! from its table), and keeps the result for download through an unguessable link
 //! that expires (`GET /reports/<token>`, no header needed, so a browser or
 //! an e-mail can follow it).
 
@@ -26,6 +26,25 @@ pub enum ReportFormat {
     Csv,
     /// The plugin's table as an Excel workbook.
     Xlsx,
+    /// The plugin's table as a PDF document.
+    Pdf,
+}
+
+impl ReportFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Document => "DOCUMENT",
+            Self::Csv => "CSV",
+            Self::Xlsx => "XLSX",
+            Self::Pdf => "PDF",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Document, Self::Csv, Self::Xlsx, Self::Pdf]
+            .into_iter()
+            .find(|f| f.as_str() == s)
+    }
 }
 
 /// `(content type, file name, bytes)` of the report in `format`.
@@ -57,6 +76,14 @@ pub fn convert(doc: Document, format: ReportFormat) -> Result<(String, String, V
                 "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet".into(),
                 format!("{stem}.xlsx"),
                 bytes,
+            ))
+        }
+        ReportFormat::Pdf => {
+            let t = table(doc)?;
+            Ok((
+                "application/pdf".into(),
+                format!("{stem}.pdf"),
+                super::pdf::render(&t),
             ))
         }
     }
@@ -100,6 +127,15 @@ fn xlsx_of(t: &Table) -> Result<Vec<u8>, rust_xlsxwriter::XlsxError> {
     book.save_to_buffer()
 }
 
+/// How long a stored report is kept.
+#[derive(Debug, Clone, Copy)]
+pub enum Keep {
+    /// Generated on request: kept as long as its link works.
+    Link,
+    /// Produced by a schedule: kept `days`; links are issued on request.
+    Schedule { id: i64, days: u32 },
+}
+
 /// Stores a report and returns its download token.
 pub async fn store(
     db: &sea_orm::DatabaseConnection,
@@ -107,9 +143,14 @@ pub async fn store(
     plugin_id: i64,
     scope: String,
     (content_type, file_name, bytes): (String, String, Vec<u8>),
+    keep: Keep,
 ) -> ApiResult<(report_artifact::Model, String)> {
     let token = random_token("");
     let now = crate::clock::now();
+    let (schedule_id, expires_at) = match keep {
+        Keep::Link => (None, now + Duration::hours(LINK_TTL_HOURS)),
+        Keep::Schedule { id, days } => (Some(id), now + Duration::days(i64::from(days))),
+    };
     let row = report_artifact::ActiveModel {
         tenant_id: Set(who.tenant_id),
         plugin_id: Set(plugin_id),
@@ -120,7 +161,8 @@ pub async fn store(
         scope: Set(scope),
         created_by: Set(who.actor.clone()),
         created_at: Set(now),
-        expires_at: Set(now + Duration::hours(LINK_TTL_HOURS)),
+        expires_at: Set(expires_at),
+        schedule_id: Set(schedule_id),
         ..Default::default()
     }
     .insert(db)
@@ -131,6 +173,18 @@ pub async fn store(
         .exec(db)
         .await?;
     Ok((row, token))
+}
+
+/// A new download link for a kept report (earlier links stop working); it
+/// works until the report expires.
+pub async fn new_link(
+    db: &sea_orm::DatabaseConnection,
+    row: report_artifact::Model,
+) -> ApiResult<(report_artifact::Model, String)> {
+    let token = random_token("");
+    let mut active: report_artifact::ActiveModel = row.into();
+    active.token_hash = Set(sha256_hex(&token));
+    Ok((active.update(db).await?, token))
 }
 
 /// `GET /reports/<token>`: the report, while its link is valid.

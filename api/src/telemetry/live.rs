@@ -45,6 +45,22 @@ pub struct LiveScope {
     pub client_id: Option<ID>,
 }
 
+impl LiveScope {
+    /// The scope of one fleet object.
+    pub fn of(kind: Kind, id: i64) -> Self {
+        let gid = Some(ids::encode(kind, id));
+        let mut s = Self::default();
+        match kind {
+            Kind::Battery => s.battery_id = gid,
+            Kind::Bms => s.bms_id = gid,
+            Kind::Zone => s.zone_id = gid,
+            Kind::Site => s.site_id = gid,
+            Kind::Client => s.client_id = gid,
+        }
+        s
+    }
+}
+
 /// A committed sample of a battery in the scope.
 #[derive(SimpleObject, Clone)]
 pub struct LiveSample {
@@ -75,6 +91,11 @@ impl Filter {
     ) -> Result<Self> {
         let level = resolve_scope(db, &who, scope).await?;
         Ok(Self { who, level })
+    }
+
+    /// A scope resolved and checked earlier (a schedule's stored scope).
+    pub(crate) fn at(who: Principal, level: Option<(Kind, i64)>) -> Self {
+        Self { who, level }
     }
 
     /// The batteries of the scope that the caller may see.
