@@ -642,7 +642,7 @@ const SCHEDULE_FIELDS: &str = "id name cron scope format periodDays recipients e
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn report_schedules_run_and_keep_their_reports() {
     let t = TestApp::new(Backend::Sqlite).await;
-    let [_c, site, _z, _b, battery] = create_chain(&t, "S1").await;
+    let [client, site, _z, _b, battery] = create_chain(&t, "S1").await;
     let today = chrono::Utc::now().date_naive();
     let days: Vec<Value> = (1..=10)
         .map(|d| {
@@ -701,6 +701,21 @@ async fn report_schedules_run_and_keep_their_reports() {
         .to_owned();
     assert_eq!(
         t.error_code_as(&observer, &create, input(json!({}))).await,
+        "FORBIDDEN"
+    );
+    // A client's administrator cannot schedule a report of the whole tenant.
+    let client_admin = t
+        .data(
+            "mutation($c: ID!) { createApiKey(input: {name: \"ca\", role: CLIENT_ADMIN, clientIds: [$c]}) { key } }",
+            json!({ "c": client }),
+        )
+        .await["createApiKey"]["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        t.error_code_as(&client_admin, &create, input(json!({ "scope": null })))
+            .await,
         "FORBIDDEN"
     );
 
@@ -786,5 +801,134 @@ async fn report_schedules_run_and_keep_their_reports() {
     assert_eq!(
         actions,
         ["report_schedule.delete", "report_schedule.create"]
+    );
+}
+
+/// Upload → enable → compute on the demo fleet: the plugin's values for a
+/// demo battery equal a reference computed here from the same raw samples,
+/// read back through the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kpi_plugin_on_the_demo_fleet_matches_a_reference() {
+    let t = TestApp::with_config(Backend::Sqlite, |c| c.demo.sample_interval_secs = 1).await;
+    let task = trackingbms_api::demo::start(&t.app).await.unwrap();
+    let battery = t
+        .data(
+            "{ batteries(last: 1, orderBy: {field: CREATED}) { edges { node { id nominalCapacityAh } } } }",
+            json!({}),
+        )
+        .await["batteries"]["edges"][0]["node"]
+        .clone();
+    let id = battery["id"].as_str().unwrap().to_owned();
+    // The six hours of history arrive in the background, oldest first.
+    for waited in 0.. {
+        let m = t
+            .data(
+                "query($id: ID!) { batteryMetrics(batteryId: $id, first: 0) { totalCount } }",
+                json!({ "id": id }),
+            )
+            .await;
+        if m["batteryMetrics"]["totalCount"].as_u64().unwrap() >= 72 {
+            break;
+        }
+        assert!(waited < 300, "demo history did not arrive within 30 s");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    task.stop().await;
+
+    let now = chrono::Utc::now();
+    let (from, to) = (
+        (now - chrono::Duration::hours(24)).to_rfc3339(),
+        (now + chrono::Duration::minutes(1)).to_rfc3339(),
+    );
+    let mut raw: Vec<(i64, Option<f64>, Option<f64>)> = Vec::new();
+    let mut after = Value::Null;
+    loop {
+        let page = t
+            .data(
+                "query($id: ID!, $from: DateTime!, $to: DateTime!, $a: String) { batteryMetrics(batteryId: $id, from: $from, to: $to, resolution: RAW, first: 1000, after: $a) { pageInfo { hasNextPage endCursor } edges { node { ts voltageV currentA } } } }",
+                json!({ "id": id, "from": from, "to": to, "a": after }),
+            )
+            .await["batteryMetrics"]
+            .clone();
+        for e in page["edges"].as_array().unwrap() {
+            let n = &e["node"];
+            raw.push((
+                at(n["ts"].as_str().unwrap()).timestamp_millis(),
+                n["voltageV"].as_f64(),
+                n["currentA"].as_f64(),
+            ));
+        }
+        if page["pageInfo"]["hasNextPage"] == false {
+            break;
+        }
+        after = page["pageInfo"]["endCursor"].clone();
+    }
+    assert!(raw.len() >= 72, "{} samples", raw.len());
+    // The plugin's rule, written independently: integrate between
+    // consecutive samples with the earlier one's readings, skipping gaps
+    // over an hour and missing readings.
+    let (mut ah, mut wh_in, mut wh_out) = (0.0, 0.0, 0.0);
+    for w in raw.windows(2) {
+        let dt = w[1].0 - w[0].0;
+        let (Some(v), Some(a)) = (w[0].1, w[0].2) else {
+            continue;
+        };
+        if dt <= 0 || dt > 3_600_000 {
+            continue;
+        }
+        let hours = dt as f64 / 3_600_000.0;
+        ah += a.abs() * hours;
+        let wh = v * a * hours;
+        if wh > 0.0 {
+            wh_in += wh;
+        } else {
+            wh_out -= wh;
+        }
+    }
+    let cycles = ah / (2.0 * battery["nominalCapacityAh"].as_f64().unwrap());
+    assert!(
+        cycles > 0.0 && wh_in > 0.0 && wh_out > 0.0,
+        "the demo battery works"
+    );
+
+    let plugin = upload(&t, component("kpi-energy")).await["data"]["uploadPlugin"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    t.data(
+        "mutation($id: ID!) { enablePlugin(id: $id) { id } }",
+        json!({ "id": plugin }),
+    )
+    .await;
+    let q = format!(
+        "query($scope: LiveScope, $from: DateTime!, $to: DateTime!) {{ kpis(scope: $scope, from: $from, to: $to) {{ {RUN_FIELDS} }} }}"
+    );
+    let runs = t
+        .data(
+            &q,
+            json!({ "scope": { "batteryId": id }, "from": from, "to": to }),
+        )
+        .await["kpis"]
+        .clone();
+    assert!(runs[0]["error"].is_null(), "{runs}");
+    let value = |name: &str| {
+        runs[0]["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name && v["batteryId"] == id.as_str())
+            .unwrap_or_else(|| panic!("{name} missing: {runs}"))["value"]
+            .as_f64()
+            .unwrap()
+    };
+    let close = |x: f64, y: f64| (x - y).abs() <= 1e-9 * y.abs().max(1.0);
+    assert!(
+        close(value("equivalent_full_cycles"), cycles),
+        "{runs} vs {cycles}"
+    );
+    let efficiency = 100.0 * wh_out / wh_in;
+    assert!(
+        close(value("energy_efficiency_pct"), efficiency),
+        "{runs} vs {efficiency}"
     );
 }

@@ -85,10 +85,19 @@ async fn off_thread<T: Send + 'static>(
         Err(e) => return Ok(failed(e)),
     };
     let sandbox = host.sandbox.clone();
-    let (sha, bytes) = (p.sha256.clone(), p.component.clone());
-    tokio::task::spawn_blocking(move || match sandbox.prepare(&sha, &bytes) {
-        Ok(prepared) => call(&sandbox, &prepared, &input),
-        Err(e) => failed(e),
+    // The component's bytes are copied only when it must be compiled.
+    let ready = sandbox
+        .cached(&p.sha256)
+        .ok_or_else(|| (p.sha256.clone(), p.component.clone()));
+    tokio::task::spawn_blocking(move || {
+        let prepared = match ready {
+            Ok(prepared) => prepared,
+            Err((sha, bytes)) => match sandbox.prepare(&sha, &bytes) {
+                Ok(prepared) => prepared,
+                Err(e) => return failed(e),
+            },
+        };
+        call(&sandbox, &prepared, &input)
     })
     .await
     .map_err(|e| ApiError::Unavailable(format!("plugin task failed: {e}")))

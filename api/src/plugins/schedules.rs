@@ -84,6 +84,13 @@ async fn check(
     if name.is_empty() || name.chars().count() > 200 {
         return Err(ApiError::validation("name", "1 to 200 characters"));
     }
+    // The schedule runs with the tenant's view of its scope: that scope
+    // must be one the caller sees whole.
+    if input.scope.is_none() && !who.tenant_wide() {
+        return Err(ApiError::Forbidden(
+            "only a caller who sees the whole tenant can schedule a report for all of it".into(),
+        ));
+    }
     let cron = parse_cron(&input.cron).map_err(|m| ApiError::validation("cron", m))?;
     let next = next_after(&cron, now)
         .ok_or_else(|| ApiError::validation("cron", "this expression never runs again"))?;
