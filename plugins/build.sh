@@ -37,7 +37,10 @@ fi
 (
   cd examples/kpi-js
   if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then
-    npm ci --no-audit --no-fund --loglevel=error
+    # `npm install` with the lock file, not `npm ci`: the package lists
+    # native bindings for platforms the registry does not serve, which the
+    # lock cannot record and `npm ci` then refuses.
+    npm install --no-save --no-audit --no-fund --loglevel=error
   fi
   npx --no-install componentize-qjs --wit ../../wit --world kpi --js kpi.js --sync --stub-wasi \
     -o "$dist/kpi-thermal.wasm" >/dev/null
