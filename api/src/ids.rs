@@ -41,6 +41,15 @@ impl Kind {
     }
 }
 
+/// `tenant`, or the level and global id of a scope (`site:U2l0ZTox`), as
+/// reports and schedules show it.
+pub fn describe_level(level: Option<(Kind, i64)>) -> String {
+    match level {
+        None => "tenant".into(),
+        Some((kind, id)) => format!("{}:{}", kind.name().to_lowercase(), encode(kind, id).0),
+    }
+}
+
 pub fn encode(kind: Kind, id: i64) -> async_graphql::ID {
     async_graphql::ID(URL_SAFE_NO_PAD.encode(format!("{}:{id}", kind.name())))
 }

@@ -24,6 +24,23 @@ async fn upload(t: &TestApp, bytes: Vec<u8>) -> Value {
     upload_as(t, common::ADMIN_KEY, bytes).await
 }
 
+async fn ingest(t: &TestApp, samples: &impl serde::Serialize) {
+    t.data(
+        "mutation($s: [SampleInput!]!) { ingestSamples(samples: $s) { stored } }",
+        json!({ "s": samples }),
+    )
+    .await;
+}
+
+/// Uploads an example or fixture as the super admin; its plugin id.
+async fn upload_id(t: &TestApp, name: &str) -> String {
+    let uploaded = upload(t, component(name)).await;
+    uploaded["data"]["uploadPlugin"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{name} was refused: {uploaded}"))
+        .to_owned()
+}
+
 const RUN_FIELDS: &str = "name version values { name batteryId value } logs { level message } elapsedMs fuelUsed error { code message }";
 
 async fn dry_run(t: &TestApp, id: &str, scope: Value) -> Value {
@@ -73,11 +90,7 @@ async fn kpi_plugin_upload_enable_compute(t: TestApp) {
     let [_c, site, _z, _b, battery] = create_chain(&t, "P1").await;
     let [_c2, other_site, ..] = create_chain(&t, "P2").await;
     let data = samples(&battery);
-    t.data(
-        "mutation($s: [SampleInput!]!) { ingestSamples(samples: $s) { stored } }",
-        json!({ "s": data }),
-    )
-    .await;
+    ingest(&t, &data).await;
 
     let bytes = component("kpi-energy");
     let uploaded = upload(&t, bytes.clone()).await;
@@ -246,10 +259,7 @@ async fn hostile_plugins_are_stopped_and_the_server_keeps_serving() {
     })
     .await;
     let [_c, site, ..] = create_chain(&t, "H").await;
-    let good = upload(&t, component("kpi-energy")).await["data"]["uploadPlugin"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let good = upload_id(&t, "kpi-energy").await;
     for (fixture, code) in [
         ("hostile-spin", "PLUGIN_TIMEOUT"),
         ("hostile-memory", "PLUGIN_OUT_OF_MEMORY"),
@@ -293,10 +303,7 @@ async fn fuel_is_a_limit_too() {
         c.plugins.limits.timeout_ms = 10_000;
     })
     .await;
-    let id = upload(&t, component("hostile-spin")).await["data"]["uploadPlugin"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = upload_id(&t, "hostile-spin").await;
     let run = dry_run(&t, &id, Value::Null).await;
     assert_eq!(run["error"]["code"], "PLUGIN_OUT_OF_FUEL", "{run}");
 }
@@ -351,11 +358,7 @@ async fn report_plugin_generates_downloads() {
     let days: Vec<Value> = (1..=10)
         .map(|d| json!({ "battery": battery, "ts": format!("2026-03-{d:02}T12:00:00Z"), "sohPct": 95.0 - 0.1 * d as f64, "tempAvgC": 20.0 + d as f64, "socPct": 60.0 }))
         .collect();
-    t.data(
-        "mutation($s: [SampleInput!]!) { ingestSamples(samples: $s) { stored } }",
-        json!({ "s": days }),
-    )
-    .await;
+    ingest(&t, &days).await;
     let uploaded = upload(&t, component("health-report")).await;
     let p = &uploaded["data"]["uploadPlugin"];
     assert_eq!(p["kind"], "REPORT", "{uploaded}");
@@ -448,11 +451,7 @@ async fn javascript_kpi_plugin_matches_a_reference() {
         .enumerate()
         .map(|(i, t)| json!({ "battery": battery, "ts": format!("2026-03-01T10:{i:02}:00Z"), "tempAvgC": t, "socPct": 50.0 }))
         .collect();
-    t.data(
-        "mutation($s: [SampleInput!]!) { ingestSamples(samples: $s) { stored } }",
-        json!({ "s": data }),
-    )
-    .await;
+    ingest(&t, &data).await;
     let uploaded = upload(&t, component("kpi-thermal")).await;
     let p = &uploaded["data"]["uploadPlugin"];
     assert_eq!(p["name"], "thermal", "{uploaded}");
@@ -510,15 +509,8 @@ async fn scheduled_kpis_become_history(t: TestApp) {
     let [_c, site, _z, _b, battery] = create_chain(&t, "H1").await;
     let [_c2, other_site, ..] = create_chain(&t, "H2").await;
     let data = samples(&battery);
-    t.data(
-        "mutation($s: [SampleInput!]!) { ingestSamples(samples: $s) { stored } }",
-        json!({ "s": data }),
-    )
-    .await;
-    let id = upload(&t, component("kpi-energy")).await["data"]["uploadPlugin"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    ingest(&t, &data).await;
+    let id = upload_id(&t, "kpi-energy").await;
     t.data(
         "mutation($id: ID!, $s: ID!) { enablePlugin(id: $id, scope: {siteId: $s}) { id } }",
         json!({ "id": id, "s": site }),
@@ -601,15 +593,8 @@ async fn a_kpi_slot_runs_on_one_replica_only() {
     let a = replica(db.clone()).await;
     let b = replica(db).await;
     let [_c, site, _z, _b, battery] = create_chain(&a, "RP").await;
-    a.data(
-        "mutation($s: [SampleInput!]!) { ingestSamples(samples: $s) { stored } }",
-        json!({ "s": samples(&battery) }),
-    )
-    .await;
-    let id = upload(&a, component("kpi-energy")).await["data"]["uploadPlugin"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    ingest(&a, &samples(&battery)).await;
+    let id = upload_id(&a, "kpi-energy").await;
     a.data(
         "mutation($id: ID!, $s: ID!) { enablePlugin(id: $id, scope: {siteId: $s}) { id } }",
         json!({ "id": id, "s": site }),
@@ -650,15 +635,8 @@ async fn report_schedules_run_and_keep_their_reports() {
             json!({ "battery": battery, "ts": format!("{day}T12:00:00Z"), "sohPct": 95.0 - 0.1 * d as f64, "tempAvgC": 25.0, "socPct": 60.0 })
         })
         .collect();
-    t.data(
-        "mutation($s: [SampleInput!]!) { ingestSamples(samples: $s) { stored } }",
-        json!({ "s": days }),
-    )
-    .await;
-    let plugin = upload(&t, component("health-report")).await["data"]["uploadPlugin"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    ingest(&t, &days).await;
+    let plugin = upload_id(&t, "health-report").await;
     let create = format!(
         "mutation($i: ReportScheduleInput!) {{ createReportSchedule(input: $i) {{ {SCHEDULE_FIELDS} }} }}"
     );
@@ -891,10 +869,7 @@ async fn kpi_plugin_on_the_demo_fleet_matches_a_reference() {
         "the demo battery works"
     );
 
-    let plugin = upload(&t, component("kpi-energy")).await["data"]["uploadPlugin"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let plugin = upload_id(&t, "kpi-energy").await;
     t.data(
         "mutation($id: ID!) { enablePlugin(id: $id) { id } }",
         json!({ "id": plugin }),

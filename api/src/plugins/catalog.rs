@@ -26,6 +26,21 @@ pub struct Place {
     pub site_id: Option<i64>,
 }
 
+impl Place {
+    /// The fleet object the place names (none: the tenant).
+    pub fn level(self) -> Option<(Kind, i64)> {
+        match self {
+            Place {
+                site_id: Some(s), ..
+            } => Some((Kind::Site, s)),
+            Place {
+                client_id: Some(c), ..
+            } => Some((Kind::Client, c)),
+            _ => None,
+        }
+    }
+}
+
 fn not_found(id: i64) -> ApiError {
     ApiError::NotFound(format!("Plugin {}", ids::encode_other(Other::Plugin, id).0))
 }

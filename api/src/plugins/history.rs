@@ -30,20 +30,6 @@ pub struct SlotReport {
     pub stored: usize,
 }
 
-/// The filter a place stands for, for the scheduler acting in `tenant_id`.
-pub(crate) fn place_filter(tenant_id: i64, place: Place) -> Filter {
-    let level = match place {
-        Place {
-            site_id: Some(s), ..
-        } => Some((Kind::Site, s)),
-        Place {
-            client_id: Some(c), ..
-        } => Some((Kind::Client, c)),
-        _ => None,
-    };
-    Filter::at(Principal::operator(tenant_id, "scheduler"), level)
-}
-
 /// Runs every enabled KPI plugin for the period ending at `slot` and stores
 /// what they computed; values older than the retention are dropped.
 pub async fn run_slot(host: &Plugins, slot: DateTime<Utc>) -> ApiResult<SlotReport> {
@@ -77,8 +63,8 @@ pub async fn run_slot(host: &Plugins, slot: DateTime<Utc>) -> ApiResult<SlotRepo
             client_id: e.client_id,
             site_id: e.site_id,
         };
-        let filter = place_filter(e.tenant_id, place);
         let who = Principal::operator(e.tenant_id, "scheduler");
+        let filter = Filter::at(who.clone(), place.level());
         report.runs += 1;
         let call = match runner::compute(host, &who, p, &filter, period).await {
             Ok(call) => call,

@@ -115,12 +115,7 @@ pub struct ReportSchedule {
 
 impl From<report_schedule::Model> for ReportSchedule {
     fn from(s: report_schedule::Model) -> Self {
-        let scope = match schedules::scope_of(&s) {
-            None => "tenant".into(),
-            Some((kind, id)) => {
-                format!("{}:{}", kind.name().to_lowercase(), ids::encode(kind, id).0)
-            }
-        };
+        let scope = ids::describe_level(schedules::scope_of(&s));
         Self {
             id: ids::encode_other(Other::ReportSchedule, s.id),
             row_id: s.id,

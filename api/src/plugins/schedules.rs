@@ -145,8 +145,9 @@ pub fn scope_of(s: &report_schedule::Model) -> Option<(Kind, i64)> {
         .and_then(|gid| ids::decode_any(gid).ok())
 }
 
+/// Records a change of a schedule, in the change's transaction.
 async fn audited(
-    host: &Plugins,
+    txn: &sea_orm::DatabaseTransaction,
     who: &Principal,
     action: &str,
     id: i64,
@@ -154,7 +155,7 @@ async fn audited(
     after: Option<&report_schedule::Model>,
 ) -> ApiResult<()> {
     audit::record(
-        &host.db,
+        txn,
         who,
         Change {
             action,
@@ -195,16 +196,13 @@ pub async fn create(
     }
     .insert(&txn)
     .await?;
-    audit::record(
+    audited(
         &txn,
         who,
-        Change {
-            action: "report_schedule.create",
-            target_type: "ReportSchedule",
-            target_id: Some(row.id),
-            before: None,
-            after: Some(&row),
-        },
+        "report_schedule.create",
+        row.id,
+        None,
+        Some(&row),
     )
     .await?;
     txn.commit().await?;
@@ -255,9 +253,10 @@ pub async fn update(
     row.recipients = Set(json!(input.recipients));
     row.enabled = Set(input.enabled);
     row.next_run_at = Set(next);
-    let after = row.update(&host.db).await?;
+    let txn = host.db.begin().await?;
+    let after = row.update(&txn).await?;
     audited(
-        host,
+        &txn,
         who,
         "report_schedule.update",
         id,
@@ -265,6 +264,7 @@ pub async fn update(
         Some(&after),
     )
     .await?;
+    txn.commit().await?;
     Ok(after)
 }
 
@@ -278,18 +278,7 @@ pub async fn delete(host: &Plugins, who: &Principal, id: i64) -> ApiResult<()> {
         .exec(&txn)
         .await?;
     report_schedule::Entity::delete_by_id(id).exec(&txn).await?;
-    audit::record(
-        &txn,
-        who,
-        Change {
-            action: "report_schedule.delete",
-            target_type: "ReportSchedule",
-            target_id: Some(id),
-            before: Some(&before),
-            after: None,
-        },
-    )
-    .await?;
+    audited(&txn, who, "report_schedule.delete", id, Some(&before), None).await?;
     txn.commit().await?;
     Ok(())
 }

@@ -113,12 +113,7 @@ impl Filter {
 
     /// `tenant`, or the level and global id of the scope (`site:U2l0ZTox`).
     pub(crate) fn describe(&self) -> String {
-        match self.level {
-            None => "tenant".into(),
-            Some((kind, id)) => {
-                format!("{}:{}", kind.name().to_lowercase(), ids::encode(kind, id).0)
-            }
-        }
+        ids::describe_level(self.level)
     }
 
     /// The object the scope names, if any.
