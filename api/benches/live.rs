@@ -6,7 +6,8 @@
 //!     cargo bench -p trackingbms-api --bench live
 //!
 //! Environment: LIVE_RATE (samples/s, default 50000), LIVE_SUBSCRIBERS
-//! (default 1000), LIVE_SECONDS (default 5), LIVE_IDLE (default 10000).
+//! (default 1000), LIVE_SECONDS (default 5), LIVE_IDLE (default 10000),
+//! LIVE_IDLE_WAVE (idle subscriptions set up at once, default 500).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -84,14 +85,23 @@ async fn main() -> anyhow::Result<()> {
     };
     anyhow::ensure!(batteries.len() == created);
 
-    // Idle subscriptions: memory per subscription.
+    // Idle subscriptions: memory per subscription, each driven by its own
+    // task as a server's connection would. They arrive in waves of
+    // IDLE_WAVE (clients connecting over a few seconds, not all in the same
+    // millisecond); a wave is set up once registered on the bus.
+    let wave = env("LIVE_IDLE_WAVE", 500);
     let before = rss_mb();
-    let mut idle_streams = Vec::with_capacity(idle);
+    let mut idle_tasks = Vec::with_capacity(idle);
     for k in 0..idle {
         let mut s = subscribe(&app, batteries[k % batteries.len()]);
-        // Poll once so the subscription is set up.
-        let _ = tokio::time::timeout(Duration::from_micros(1), s.next()).await;
-        idle_streams.push(s);
+        idle_tasks.push(tokio::spawn(
+            async move { while s.next().await.is_some() {} },
+        ));
+        if (k + 1) % wave == 0 || k + 1 == idle {
+            while app.bus.subscriptions() < k + 1 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = rss_mb();
@@ -101,7 +111,12 @@ async fn main() -> anyhow::Result<()> {
         (after - before) * 1024.0 / idle as f64,
         after
     );
-    drop(idle_streams);
+    for t in &idle_tasks {
+        t.abort();
+    }
+    for t in idle_tasks {
+        let _ = t.await;
+    }
 
     // Active subscribers, one per battery, recording latency from the
     // sample's timestamp (set when it is produced) to its arrival.

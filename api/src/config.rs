@@ -290,7 +290,8 @@ fn default_mqtt_client_id() -> String {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModbusConfig {
-    /// Poll devices from this replica (enable it on one replica only).
+    /// Poll devices from this replica. Any number of replicas may enable
+    /// it: each unit is polled by the one replica holding its lease.
     pub enabled: bool,
     /// Timeout of a connection attempt and of each read.
     pub timeout_ms: u64,
@@ -298,8 +299,13 @@ pub struct ModbusConfig {
     pub max_backoff_secs: u64,
     /// Consecutive failed polls before a unit is OFFLINE and reconnected.
     pub offline_after_failures: u32,
-    /// How often the unit list is re-read (changes apply without restart).
+    /// How often the unit list is re-read (changes apply without restart)
+    /// and poll leases renewed.
     pub rescan_ms: u64,
+    /// How long a poll lease lasts without renewal: when the replica
+    /// polling a unit stops, another takes it over within this time.
+    /// Keep it several times `rescan_ms`.
+    pub lease_secs: u64,
     /// Extra register maps (`*.toml`), added to the built-in ones.
     pub register_maps_dir: Option<PathBuf>,
 }
@@ -312,6 +318,7 @@ impl Default for ModbusConfig {
             max_backoff_secs: 30,
             offline_after_failures: 3,
             rescan_ms: 5_000,
+            lease_secs: 20,
             register_maps_dir: None,
         }
     }

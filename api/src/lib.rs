@@ -57,6 +57,24 @@ use crate::metrics::Metrics;
 use crate::telemetry::Ingestor;
 use crate::telemetry::graphql::MaxSamplePage;
 
+/// A topic shared by every replica (through Redis when configured) on the
+/// channel `<live.redis_channel>:<name>`.
+async fn topic<T>(config: &Config, name: &str) -> anyhow::Result<bus::topic::Topic<T>>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let capacity = config.live.subscriber_queue;
+    Ok(
+        match config.redis_url.as_deref().filter(|u| !u.is_empty()) {
+            Some(url) => {
+                let channel = format!("{}:{name}", config.live.redis_channel);
+                bus::topic::Topic::redis(url, &channel, capacity).await?
+            }
+            None => bus::topic::Topic::local(capacity),
+        },
+    )
+}
+
 /// One running instance: its configuration, database pool, services and schema.
 #[derive(Clone)]
 pub struct App {
@@ -68,6 +86,8 @@ pub struct App {
     pub bus: Bus,
     pub register_maps: Arc<ingest::modbus::Registry>,
     pub modbus_status: Arc<ingest::modbus::StatusRegistry>,
+    /// This replica's claim on Modbus units (see `ingest::modbus::lease`).
+    pub poll_leases: ingest::modbus::Leases,
     pub schema: AppSchema,
     pub identity: auth::Identity,
     pub plugins: plugins::Plugins,
@@ -101,21 +121,18 @@ impl App {
         let hierarchy = HierarchyService::new(db.clone(), register_maps.clone());
         let modbus_status = Arc::new(ingest::modbus::StatusRegistry::new(
             config.modbus.offline_after_failures,
+            topic(&config, "bms-status").await?,
         ));
         let bus = match config.redis_url.as_deref().filter(|u| !u.is_empty()) {
             Some(url) => Bus::redis(url, &config.live.redis_channel).await?,
             None => Bus::local(),
         };
         let ingestor = Ingestor::new(db.clone(), config.ingest.clone(), bus.clone());
-        let prediction_topic = match config.redis_url.as_deref().filter(|u| !u.is_empty()) {
-            Some(url) => {
-                let channel = format!("{}:predictions", config.live.redis_channel);
-                bus::topic::Topic::redis(url, &channel, config.live.subscriber_queue).await?
-            }
-            None => bus::topic::Topic::local(config.live.subscriber_queue),
-        };
-        let predictor =
-            predict::Predictor::new(db.clone(), config.predictions.clone(), prediction_topic);
+        let predictor = predict::Predictor::new(
+            db.clone(),
+            config.predictions.clone(),
+            topic(&config, "predictions").await?,
+        );
         let mut schema = graphql::builder(&config.limits);
         if !config.http.introspection {
             schema = schema.disable_introspection();
@@ -133,6 +150,11 @@ impl App {
             .data(MaxPageSize(config.limits.max_page_size))
             .data(MaxSamplePage(config.limits.max_sample_page_size))
             .finish();
+        let poll_leases = ingest::modbus::Leases::new(
+            db.clone(),
+            ingest::modbus::Leases::replica_name(),
+            std::time::Duration::from_secs(config.modbus.lease_secs.max(1)),
+        );
         Ok(Self {
             config: Arc::new(config),
             db,
@@ -142,6 +164,7 @@ impl App {
             bus,
             register_maps,
             modbus_status,
+            poll_leases,
             schema,
             identity,
             plugins,
@@ -158,6 +181,7 @@ impl App {
                 self.ingestor.clone(),
                 self.register_maps.clone(),
                 self.modbus_status.clone(),
+                self.poll_leases.clone(),
                 self.config.modbus.clone(),
             )
         })

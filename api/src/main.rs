@@ -239,11 +239,17 @@ async fn main() -> anyhow::Result<()> {
                 telemetry::retention::spawn(app.db.clone(), app.config.retention.clone());
             let modbus = app.start_modbus();
             let mqtt = app.start_mqtt()?;
+            let leases = app.poll_leases.clone();
             app.serve(shutdown_signal()).await?;
             retention.abort();
             scheduler.abort();
+            let polled = modbus.is_some();
             for task in modbus.into_iter().chain(mqtt).chain(predictions) {
                 task.abort();
+            }
+            // Other replicas take our units at their next rescan.
+            if polled && let Err(err) = leases.release_all().await {
+                tracing::warn!(%err, "cannot release Modbus poll leases; they expire on their own");
             }
             if let Some(task) = demo_task {
                 task.stop().await;

@@ -232,6 +232,8 @@ async fn filters_and_sorting(t: TestApp) {
                 energy_kwh: None,
                 efficiency_pct: None,
                 cycle_count: Some(10),
+                cell_voltage_min_v: None,
+                cell_voltage_max_v: None,
             };
             trackingbms_api::telemetry::store::write_samples(&t.app.db, &[sample])
                 .await
@@ -650,6 +652,8 @@ async fn battery_metrics_pages_raw_samples(t: TestApp) {
             energy_kwh: Some(i as f64),
             efficiency_pct: Some(95.0),
             cycle_count: Some(100),
+            cell_voltage_min_v: Some(3.1),
+            cell_voltage_max_v: Some(3.2),
         })
         .collect();
     // Out of order and duplicated: the result is the same 25 samples.

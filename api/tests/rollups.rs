@@ -17,7 +17,7 @@ const INGEST: &str = "mutation($s: [SampleInput!]!) { ingestSamples(samples: $s)
 const POINTS: &str = "query($id: ID!, $from: DateTime!, $to: DateTime!, $res: MetricResolution!) {
   batteryMetrics(batteryId: $id, from: $from, to: $to, resolution: $res, first: 100) {
     totalCount edges { node { ts resolution sampleCount voltageV voltageMinV voltageMaxV voltageStddevV
-      socPct tempMinC tempMaxC energyInKwh energyOutKwh underVoltageEvents overTemperatureEvents } } } }";
+      socPct tempMinC tempMaxC cellVoltageMinV cellVoltageMaxV energyInKwh energyOutKwh underVoltageEvents overTemperatureEvents } } } }";
 
 async fn points(t: &TestApp, id: &str, from: &str, to: &str, res: &str) -> Vec<Value> {
     let d = t
@@ -45,7 +45,8 @@ async fn buckets_are_exact_and_late_samples_correct_them(t: TestApp) {
         .map(|k| {
             json!({ "battery": "SN-A", "ts": format!("2026-03-01T10:{:02}:00Z", k * 10),
                          "voltageV": 50.0 + k as f64, "currentA": 10.0, "socPct": 50.0 + k as f64,
-                         "tempMinC": 20.0, "tempMaxC": 30.0, "tempAvgC": 25.0 })
+                         "tempMinC": 20.0, "tempMaxC": 30.0, "tempAvgC": 25.0,
+                         "cellVoltageMinV": 3.1 + k as f64 * 0.01, "cellVoltageMaxV": 3.3 + k as f64 * 0.01 })
         })
         .collect();
     samples.push(json!({ "battery": "SN-A", "ts": "2026-03-01T11:00:00Z", "voltageV": 39.0, "currentA": -5.0, "tempAvgC": 60.0 }));
@@ -79,7 +80,14 @@ async fn buckets_are_exact_and_late_samples_correct_them(t: TestApp) {
     let expected_in: f64 = (51..=55).map(|v| v as f64 * 10.0 * 600.0 / 3.6e6).sum();
     assert!(close(&h10["energyInKwh"], expected_in), "{h10}");
     assert_eq!(h10["underVoltageEvents"], 0);
+    assert!(close(&h10["cellVoltageMinV"], 3.1), "{h10}");
+    assert!(close(&h10["cellVoltageMaxV"], 3.35), "{h10}");
     let h11 = &hours[1];
+    assert_eq!(
+        h11["cellVoltageMinV"],
+        Value::Null,
+        "no cell reported in that hour"
+    );
     assert_eq!(h11["underVoltageEvents"], 1);
     assert_eq!(h11["overTemperatureEvents"], 1);
     // 39 V × -5 A over the 10 minutes since 10:50.
@@ -89,7 +97,9 @@ async fn buckets_are_exact_and_late_samples_correct_them(t: TestApp) {
     );
 
     // A late sample lands in its own bucket and corrects it; resending changes nothing.
-    let late = json!([{ "battery": "SN-A", "ts": "2026-03-01T10:05:00Z", "voltageV": 45.0, "tempMinC": 15.0 }]);
+    // Its weak cell (2.4 V, under LFP's 2.5 V) counts as an under-voltage event.
+    let late = json!([{ "battery": "SN-A", "ts": "2026-03-01T10:05:00Z", "voltageV": 45.0, "tempMinC": 15.0,
+                        "cellVoltageMinV": 2.4, "cellVoltageMaxV": 3.5 }]);
     assert_eq!(
         t.data(INGEST, json!({ "s": late.clone() })).await["ingestSamples"]["stored"],
         1
@@ -109,6 +119,9 @@ async fn buckets_are_exact_and_late_samples_correct_them(t: TestApp) {
     assert_eq!(hours[0]["sampleCount"], 7);
     assert_eq!(hours[0]["voltageMinV"], 45.0);
     assert_eq!(hours[0]["tempMinC"], 15.0);
+    assert_eq!(hours[0]["cellVoltageMinV"], 2.4);
+    assert_eq!(hours[0]["cellVoltageMaxV"], 3.5);
+    assert_eq!(hours[0]["underVoltageEvents"], 1);
     assert!(close(&hours[0]["voltageV"], (315.0 + 45.0) / 7.0));
 
     let days = points(
@@ -135,6 +148,8 @@ async fn buckets_are_exact_and_late_samples_correct_them(t: TestApp) {
     assert_eq!(raw.len(), 4);
     assert_eq!(raw[1]["ts"], "2026-03-01T10:05:00+00:00");
     assert_eq!(raw[1]["sampleCount"], 1);
+    assert_eq!(raw[1]["cellVoltageMinV"], 2.4);
+    assert!(close(&raw[0]["cellVoltageMaxV"], 3.3));
 }
 
 async fn auto_resolution_and_retention(t: TestApp) {

@@ -43,6 +43,10 @@ pub struct Model {
     pub energy_out_kwh: f64,
     pub under_voltage_count: i64,
     pub over_temp_count: i64,
+    /// Lowest cell voltage reported in the bucket, V.
+    pub cell_voltage_min: Option<f64>,
+    /// Highest cell voltage reported in the bucket, V.
+    pub cell_voltage_max: Option<f64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

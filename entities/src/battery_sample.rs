@@ -20,6 +20,10 @@ pub struct Model {
     pub energy_kwh: Option<f64>,
     pub efficiency_pct: Option<f64>,
     pub cycle_count: Option<i32>,
+    /// Lowest cell voltage the BMS reported, V.
+    pub cell_voltage_min_v: Option<f64>,
+    /// Highest cell voltage the BMS reported, V.
+    pub cell_voltage_max_v: Option<f64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -20,6 +20,7 @@ pub mod kpi_value;
 pub mod oidc_login;
 pub mod plugin;
 pub mod plugin_enablement;
+pub mod poll_lease;
 pub mod prediction_model;
 pub mod recovery_code;
 pub mod report_artifact;

@@ -10,6 +10,8 @@ mod m20261121_000003_identity;
 mod m20261121_000004_plugins;
 mod m20261121_000005_predictions;
 mod m20261121_000006_schedules;
+mod m20261121_000007_cell_voltages;
+mod m20261121_000008_poll_leases;
 
 pub struct Migrator;
 
@@ -23,6 +25,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000004_plugins::Migration),
             Box::new(m20261121_000005_predictions::Migration),
             Box::new(m20261121_000006_schedules::Migration),
+            Box::new(m20261121_000007_cell_voltages::Migration),
+            Box::new(m20261121_000008_poll_leases::Migration),
         ]
     }
 }

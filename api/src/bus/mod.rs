@@ -50,10 +50,15 @@ pub enum RouteKey {
 /// Extra check applied to routed events (the caller's client/site scope).
 pub type Accepts = Arc<dyn Fn(&Owner, i64) -> bool + Send + Sync>;
 
+/// An event as queued for one subscription, with how many of its events
+/// were dropped just before it (the queue was full).
+pub type Queued = (Arc<SampleEvent>, u64);
+
 struct Route {
     id: u64,
-    tx: mpsc::Sender<Arc<SampleEvent>>,
-    missed: Arc<AtomicU64>,
+    tx: mpsc::Sender<Queued>,
+    /// Dropped since the last event queued.
+    missed: AtomicU64,
     accepts: Accepts,
 }
 
@@ -84,8 +89,9 @@ impl Routes {
                 if !(route.accepts)(&o, event.sample.battery_id) {
                     continue;
                 }
-                if route.tx.try_send(event.clone()).is_err() {
-                    route.missed.fetch_add(1, Ordering::Relaxed);
+                let missed = route.missed.swap(0, Ordering::Relaxed);
+                if route.tx.try_send((event.clone(), missed)).is_err() {
+                    route.missed.fetch_add(missed + 1, Ordering::Relaxed);
                 }
             }
         }
@@ -94,9 +100,7 @@ impl Routes {
 
 /// A registered subscription; dropping it unregisters it.
 pub struct Subscription {
-    pub events: mpsc::Receiver<Arc<SampleEvent>>,
-    /// Events dropped because `events` was full.
-    pub missed: Arc<AtomicU64>,
+    pub events: mpsc::Receiver<Queued>,
     key: RouteKey,
     id: u64,
     routes: Arc<Routes>,
@@ -194,23 +198,29 @@ impl Bus {
         }
     }
 
+    /// Live subscriptions registered on this replica.
+    pub fn subscriptions(&self) -> usize {
+        self.routes
+            .by_key
+            .read()
+            .map_or(0, |by_key| by_key.values().map(Vec::len).sum())
+    }
+
     /// Registers a subscription for events under `key` that also pass
     /// `accepts`, queued up to `capacity`.
     pub fn subscribe(&self, key: RouteKey, capacity: usize, accepts: Accepts) -> Subscription {
         let (tx, events) = mpsc::channel(capacity.max(1));
-        let missed = Arc::new(AtomicU64::new(0));
         let id = self.routes.next_id.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut by_key) = self.routes.by_key.write() {
             by_key.entry(key).or_default().push(Route {
                 id,
                 tx,
-                missed: missed.clone(),
+                missed: AtomicU64::new(0),
                 accepts,
             });
         }
         Subscription {
             events,
-            missed,
             key,
             id,
             routes: self.routes.clone(),

@@ -148,9 +148,17 @@ impl BatterySim {
 
         let resistance = 0.0006 * self.cells * (1.0 + (100.0 - self.soh) / 50.0);
         let mut voltage = self.cells * self.ocv_cell() + current * resistance;
+        // Healthy cells drift apart a few millivolts as the pack ages; a
+        // weak cell sags below the others, more so when the pack is empty.
+        let cell_mean = voltage / self.cells;
+        let imbalance = 0.004 + 0.003 * (100.0 - self.soh) / 10.0;
+        let mut cell_min = cell_mean - imbalance;
         if self.fault == Some(Fault::WeakCell) {
-            voltage -= 0.25 + 0.002 * (100.0 - self.soc);
+            let sag = 0.25 + 0.002 * (100.0 - self.soc);
+            voltage -= sag;
+            cell_min -= sag;
         }
+        let cell_max = cell_mean + imbalance;
         let hour = at.hour() as f64 + at.minute() as f64 / 60.0;
         let ambient = 20.0 + 5.0 * ((hour - 9.0) / 24.0 * std::f64::consts::TAU).sin();
         let heating = current * current * resistance / (self.capacity_ah * 0.9);
@@ -205,6 +213,8 @@ impl BatterySim {
             energy_kwh: Some((self.energy_kwh * 1000.0).round() / 1000.0),
             efficiency_pct: Some(r2(efficiency)),
             cycle_count: Some(self.cycles as i32),
+            cell_voltage_min_v: Some((cell_min * 1000.0).round() / 1000.0),
+            cell_voltage_max_v: Some((cell_max * 1000.0).round() / 1000.0),
         }
     }
 }
@@ -275,6 +285,8 @@ impl FleetSim {
                     energy_kwh: None,
                     efficiency_pct: None,
                     cycle_count: Some((b.cycles - cycles_per_day * k as f64).max(0.0) as i32),
+                    cell_voltage_min_v: None,
+                    cell_voltage_max_v: None,
                 });
             }
         }

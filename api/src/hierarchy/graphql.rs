@@ -424,8 +424,8 @@ impl Bms {
             .await
             .map(Site)
     }
-    /// Connection of a polled (Modbus TCP) unit as this server sees it;
-    /// `UNKNOWN` for units it does not poll.
+    /// Connection of a polled (Modbus TCP) unit, as reported by the
+    /// replica polling it; `UNKNOWN` for units nobody polls.
     async fn connection_state(&self, ctx: &Context<'_>) -> Result<BmsConnectionState> {
         let registry = ctx.data::<std::sync::Arc<StatusRegistry>>()?;
         Ok(registry.get(self.0.id).unwrap_or(BmsConnectionState {

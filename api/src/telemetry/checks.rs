@@ -28,7 +28,8 @@ pub struct Checked {
     pub sample: battery_sample::Model,
     /// The battery's place in the hierarchy (for live subscribers).
     pub owner: Option<crate::bus::Owner>,
-    /// Pack voltage below the chemistry's minimum cell voltage × cells.
+    /// Pack voltage below the chemistry's minimum cell voltage × cells, or
+    /// a reported cell below that minimum.
     pub under_voltage: bool,
     /// Hottest reading above the chemistry's maximum temperature.
     pub over_temperature: bool,
@@ -73,7 +74,8 @@ pub fn check(
         .max(1.0);
     let max_current = limits.max_c_rate * b.nominal_capacity_ah;
     let max_voltage = cells * limits.max_cell_v * 1.1;
-    let bounds: [(&str, Option<f64>, f64, f64); 10] = [
+    let max_cell = limits.max_cell_v * 1.1;
+    let bounds: [(&str, Option<f64>, f64, f64); 12] = [
         ("voltageV", s.voltage_v, 0.0, max_voltage),
         ("currentA", s.current_a, -max_current, max_current),
         (
@@ -89,6 +91,8 @@ pub fn check(
         ("tempAvgC", s.temp_avg_c, -60.0, 150.0),
         ("energyKwh", s.energy_kwh, 0.0, 1e12),
         ("efficiencyPct", s.efficiency_pct, 0.0, 100.0),
+        ("cellVoltageMinV", s.cell_voltage_min_v, 0.0, max_cell),
+        ("cellVoltageMaxV", s.cell_voltage_max_v, 0.0, max_cell),
     ];
     let mut any = s.cycle_count.is_some();
     for (field, value, lo, hi) in bounds {
@@ -126,6 +130,14 @@ pub fn check(
             format!("tempMinC {lo} is above tempMaxC {hi}"),
         ));
     }
+    if let (Some(lo), Some(hi)) = (s.cell_voltage_min_v, s.cell_voltage_max_v)
+        && lo > hi
+    {
+        return Err(reject(
+            INCONSISTENT,
+            format!("cellVoltageMinV {lo} is above cellVoltageMaxV {hi}"),
+        ));
+    }
     let hottest = s.temp_max_c.or(s.temp_avg_c);
     let sample = battery_sample::Model {
         battery_id: b.id,
@@ -141,6 +153,8 @@ pub fn check(
         energy_kwh: s.energy_kwh,
         efficiency_pct: s.efficiency_pct,
         cycle_count: s.cycle_count,
+        cell_voltage_min_v: s.cell_voltage_min_v,
+        cell_voltage_max_v: s.cell_voltage_max_v,
     };
     Ok(Checked {
         owner: Some(crate::bus::Owner {
@@ -150,7 +164,10 @@ pub fn check(
             zone_id: b.zone_id,
             bms_id: b.bms_id,
         }),
-        under_voltage: s.voltage_v.is_some_and(|v| v < cells * limits.min_cell_v),
+        // A reported cell below the minimum counts, even when the pack's
+        // total still looks healthy.
+        under_voltage: s.voltage_v.is_some_and(|v| v < cells * limits.min_cell_v)
+            || s.cell_voltage_min_v.is_some_and(|v| v < limits.min_cell_v),
         over_temperature: hottest.is_some_and(|t| t > limits.max_temp_c),
         sample,
     })
@@ -269,5 +286,33 @@ mod tests {
             ..sample()
         };
         assert_eq!(code(empty), EMPTY_SAMPLE);
+    }
+
+    #[test]
+    fn cell_voltages_are_bounded_consistent_and_flag_under_voltage() {
+        let limits = ChemistryLimits::builtin("LFP");
+        let with_cells = |lo: f64, hi: f64| SampleInput {
+            cell_voltage_min_v: Some(lo),
+            cell_voltage_max_v: Some(hi),
+            ..sample()
+        };
+        let checked =
+            |s: SampleInput| check(0, &s, &battery(), &limits, Utc::now(), Duration::minutes(5));
+        // A healthy pack whose weakest cell is below LFP's 2.5 V minimum.
+        let weak = checked(with_cells(2.4, 3.3)).unwrap();
+        assert!(weak.under_voltage);
+        assert_eq!(weak.sample.cell_voltage_min_v, Some(2.4));
+        assert_eq!(weak.sample.cell_voltage_max_v, Some(3.3));
+        assert!(!checked(with_cells(3.2, 3.3)).unwrap().under_voltage);
+        assert_eq!(code(with_cells(3.4, 3.2)), INCONSISTENT);
+        assert_eq!(code(with_cells(3.2, 5.0)), OUT_OF_RANGE);
+        assert_eq!(code(with_cells(f64::INFINITY, 3.3)), NOT_FINITE);
+        // Cell voltages alone are a measurement.
+        let only_cells = SampleInput {
+            cell_voltage_min_v: Some(3.2),
+            cell_voltage_max_v: Some(3.3),
+            ..SampleInput::new("B".into(), sample().ts)
+        };
+        assert_eq!(code(only_cells), "OK");
     }
 }

@@ -34,6 +34,10 @@ pub struct Sample {
     pub energy_kwh: Option<f64>,
     pub efficiency_pct: Option<f64>,
     pub cycle_count: Option<i32>,
+    /// Lowest cell voltage the BMS reported, V.
+    pub cell_voltage_min_v: Option<f64>,
+    /// Highest cell voltage the BMS reported, V.
+    pub cell_voltage_max_v: Option<f64>,
 }
 
 impl From<battery_sample::Model> for Sample {
@@ -51,6 +55,8 @@ impl From<battery_sample::Model> for Sample {
             energy_kwh: m.energy_kwh,
             efficiency_pct: m.efficiency_pct,
             cycle_count: m.cycle_count,
+            cell_voltage_min_v: m.cell_voltage_min_v,
+            cell_voltage_max_v: m.cell_voltage_max_v,
         }
     }
 }
@@ -196,7 +202,12 @@ pub struct MetricPoint {
     pub energy_in_kwh: Option<f64>,
     /// Buckets only: energy discharged.
     pub energy_out_kwh: Option<f64>,
-    /// Buckets only: samples below the chemistry's minimum voltage.
+    /// Lowest cell voltage reported (in the bucket), V.
+    pub cell_voltage_min_v: Option<f64>,
+    /// Highest cell voltage reported (in the bucket), V.
+    pub cell_voltage_max_v: Option<f64>,
+    /// Buckets only: samples below the chemistry's minimum voltage (pack
+    /// or cell).
     pub under_voltage_events: Option<i64>,
     /// Buckets only: samples above the chemistry's maximum temperature.
     pub over_temperature_events: Option<i64>,
@@ -228,6 +239,8 @@ impl From<battery_sample::Model> for MetricPoint {
             energy_kwh: m.energy_kwh,
             efficiency_pct: m.efficiency_pct,
             cycle_count: m.cycle_count,
+            cell_voltage_min_v: m.cell_voltage_min_v,
+            cell_voltage_max_v: m.cell_voltage_max_v,
             energy_in_kwh: None,
             energy_out_kwh: None,
             under_voltage_events: None,
@@ -281,6 +294,8 @@ impl From<battery_rollup::Model> for MetricPoint {
             energy_kwh: None,
             efficiency_pct: None,
             cycle_count: None,
+            cell_voltage_min_v: r.cell_voltage_min,
+            cell_voltage_max_v: r.cell_voltage_max,
             energy_in_kwh: Some(r.energy_in_kwh),
             energy_out_kwh: Some(r.energy_out_kwh),
             under_voltage_events: Some(r.under_voltage_count),

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// The measurement fields of a sample (besides `battery` and `ts`), as
 /// named in GraphQL, NDJSON, CSV headers and register maps.
-pub const MEASUREMENTS: [&str; 11] = [
+pub const MEASUREMENTS: [&str; 13] = [
     "voltageV",
     "currentA",
     "powerW",
@@ -19,6 +19,8 @@ pub const MEASUREMENTS: [&str; 11] = [
     "energyKwh",
     "efficiencyPct",
     "cycleCount",
+    "cellVoltageMinV",
+    "cellVoltageMaxV",
 ];
 
 /// One telemetry sample. `battery` is the battery's global id or its serial.
@@ -42,6 +44,10 @@ pub struct SampleInput {
     pub energy_kwh: Option<f64>,
     pub efficiency_pct: Option<f64>,
     pub cycle_count: Option<i32>,
+    /// Lowest cell voltage in the pack, V.
+    pub cell_voltage_min_v: Option<f64>,
+    /// Highest cell voltage in the pack, V.
+    pub cell_voltage_max_v: Option<f64>,
 }
 
 /// Why one sample was refused. `index` is its position in the request
@@ -73,6 +79,8 @@ impl SampleInput {
             energy_kwh: None,
             efficiency_pct: None,
             cycle_count: None,
+            cell_voltage_min_v: None,
+            cell_voltage_max_v: None,
         }
     }
 }
@@ -94,6 +102,8 @@ impl From<&entities::battery_sample::Model> for SampleInput {
             energy_kwh: m.energy_kwh,
             efficiency_pct: m.efficiency_pct,
             cycle_count: m.cycle_count,
+            cell_voltage_min_v: m.cell_voltage_min_v,
+            cell_voltage_max_v: m.cell_voltage_max_v,
         }
     }
 }

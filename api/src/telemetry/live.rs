@@ -7,11 +7,12 @@
 //!   live, skipping live events it already replayed.
 //! - `minIntervalMs`: at most one event per battery per interval, carrying
 //!   the latest value.
-//! - A slow subscriber never slows ingestion or others: its queue is
-//!   bounded; when full, events for it are dropped and the next one it gets
-//!   says how many it `missed`.
+//! - A slow subscriber never slows ingestion or others: its queue on the bus
+//!   is bounded; when full, events for it are dropped and the next one it
+//!   gets says how many it `missed`. The subscription is a stream pulled by
+//!   its connection, with no task or queue of its own.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +23,6 @@ use chrono::{DateTime, Utc};
 use entities::{battery, battery_sample, bms, client, site, zone};
 use futures_util::Stream;
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::graphql::Sample;
@@ -286,100 +286,143 @@ async fn replay(
     Ok(out)
 }
 
-/// Per-subscriber delivery: bounded queue, `missed` counting, throttling.
-struct Delivery {
-    tx: mpsc::Sender<LiveSample>,
+/// `minIntervalMs`: when each battery was last sent, and its newest event
+/// held back since.
+struct Throttle {
+    interval: Duration,
+    last_sent: HashMap<i64, Instant>,
+    pending: HashMap<i64, Arc<SampleEvent>>,
+    tick: tokio::time::Interval,
+    /// Held-back events whose interval has passed, to send next.
+    due: VecDeque<Arc<SampleEvent>>,
+}
+
+impl Throttle {
+    fn new(interval: Duration) -> Self {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self {
+            interval,
+            last_sent: HashMap::new(),
+            pending: HashMap::new(),
+            tick,
+            due: VecDeque::new(),
+        }
+    }
+
+    /// Whether `event` may go now; if not, it replaces the battery's held one.
+    fn admit(&mut self, event: Arc<SampleEvent>) -> Option<Arc<SampleEvent>> {
+        let battery = event.sample.battery_id;
+        let now = Instant::now();
+        if self
+            .last_sent
+            .get(&battery)
+            .is_some_and(|t| now.duration_since(*t) < self.interval)
+        {
+            self.pending.insert(battery, event);
+            return None;
+        }
+        self.last_sent.insert(battery, now);
+        Some(event)
+    }
+
+    /// Moves held-back events whose interval has passed to `due`.
+    fn release(&mut self) {
+        let now = Instant::now();
+        let ready: Vec<i64> = self
+            .pending
+            .keys()
+            .copied()
+            .filter(|b| {
+                self.last_sent
+                    .get(b)
+                    .is_none_or(|t| now.duration_since(*t) >= self.interval)
+            })
+            .collect();
+        for battery in ready {
+            if let Some(event) = self.pending.remove(&battery) {
+                self.last_sent.insert(battery, now);
+                self.due.push_back(event);
+            }
+        }
+    }
+}
+
+/// One `liveMetrics` subscriber, pulled by its connection: first the
+/// stored samples after `since`, then committed ones from its bus queue.
+/// Nothing runs between pulls, and the bus queue is the only buffer: when
+/// the reader is slow, the bus drops events for it alone and counts them.
+struct Live {
+    db: DatabaseConnection,
+    sub: Subscription,
+    filter: Filter,
+    /// Set until the replay has been read.
+    since: Option<DateTime<Utc>>,
+    max_replay: usize,
+    backlog: VecDeque<(Owner, battery_sample::Model)>,
+    /// Replayed keys, so their live copies are skipped.
+    replayed: HashSet<(i64, DateTime<Utc>)>,
+    throttle: Option<Throttle>,
+    /// Events dropped by the bus since the last one yielded.
     missed: u64,
 }
 
-impl Delivery {
-    /// Queues an event; false once the subscriber has gone.
-    fn offer(&mut self, mut event: LiveSample) -> bool {
-        event.missed = self.missed;
-        match self.tx.try_send(event) {
-            Ok(()) => {
-                self.missed = 0;
-                true
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.missed += 1;
-                true
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        }
+impl Live {
+    fn live(&mut self, event: &SampleEvent) -> LiveSample {
+        let missed = std::mem::take(&mut self.missed);
+        event_of(event.owner, event.sample.clone(), false, missed)
     }
-}
 
-async fn run(
-    db: DatabaseConnection,
-    mut sub: Subscription,
-    filter: Filter,
-    since: Option<DateTime<Utc>>,
-    min_interval: Option<Duration>,
-    config: LiveConfig,
-    mut out: Delivery,
-) {
-    let mut replayed: HashSet<(i64, DateTime<Utc>)> = HashSet::new();
-    if let Some(since) = since {
-        match replay(&db, &filter, since, config.max_replay).await {
-            Ok(rows) => {
-                for (owner, s) in rows {
-                    replayed.insert((s.battery_id, s.ts));
-                    // Replay waits for room: the subscriber asked for these.
-                    let mut event = event_of(owner, s, true, 0);
-                    event.missed = out.missed;
-                    if out.tx.send(event).await.is_err() {
-                        return;
-                    }
+    async fn next(&mut self) -> Option<LiveSample> {
+        if let Some(since) = self.since.take() {
+            // Boxed: the replay's state is large and needed once.
+            match Box::pin(replay(&self.db, &self.filter, since, self.max_replay)).await {
+                Ok(rows) => {
+                    self.replayed = rows.iter().map(|(_, s)| (s.battery_id, s.ts)).collect();
+                    self.backlog = rows.into();
                 }
+                Err(err) => tracing::warn!(%err, "live replay failed"),
             }
-            Err(err) => tracing::warn!(%err, "live replay failed"),
         }
-    }
-    let mut last_sent: HashMap<i64, Instant> = HashMap::new();
-    let mut pending: HashMap<i64, Arc<SampleEvent>> = HashMap::new();
-    let mut tick = tokio::time::interval(min_interval.unwrap_or(Duration::from_secs(3600)));
-    loop {
-        tokio::select! {
-            received = sub.events.recv() => {
-                let Some(event) = received else { return };
-                out.missed += sub.missed.swap(0, std::sync::atomic::Ordering::Relaxed);
-                let battery = event.sample.battery_id;
-                if !filter.accepts(&event.owner, battery)
-                    || (!replayed.is_empty() && replayed.remove(&(battery, event.sample.ts)))
-                {
-                    continue;
+        if let Some((owner, s)) = self.backlog.pop_front() {
+            return Some(event_of(owner, s, true, 0));
+        }
+        loop {
+            if let Some(event) = self.throttle.as_mut().and_then(|t| t.due.pop_front()) {
+                return Some(self.live(&event));
+            }
+            let tick = async {
+                match self.throttle.as_mut() {
+                    Some(t) => {
+                        t.tick.tick().await;
+                    }
+                    None => std::future::pending().await,
                 }
-                if let Some(interval) = min_interval {
-                    let now = Instant::now();
-                    if last_sent.get(&battery).is_some_and(|t| now.duration_since(*t) < interval) {
-                        pending.insert(battery, event);
+            };
+            tokio::select! {
+                received = self.sub.events.recv() => {
+                    let (event, missed) = received?;
+                    self.missed += missed;
+                    let battery = event.sample.battery_id;
+                    if !self.filter.accepts(&event.owner, battery)
+                        || (!self.replayed.is_empty() && self.replayed.remove(&(battery, event.sample.ts)))
+                    {
                         continue;
                     }
-                    last_sent.insert(battery, now);
+                    let admitted = match self.throttle.as_mut() {
+                        Some(t) => t.admit(event),
+                        None => Some(event),
+                    };
+                    if let Some(event) = admitted {
+                        return Some(self.live(&event));
+                    }
                 }
-                if !out.offer(event_of(event.owner, event.sample.clone(), false, 0)) {
-                    return;
-                }
-            }
-            _ = tick.tick(), if min_interval.is_some() => {
-                let now = Instant::now();
-                let interval = min_interval.unwrap_or_default();
-                let due: Vec<i64> = pending
-                    .keys()
-                    .copied()
-                    .filter(|b| last_sent.get(b).is_none_or(|t| now.duration_since(*t) >= interval))
-                    .collect();
-                for battery in due {
-                    if let Some(event) = pending.remove(&battery) {
-                        last_sent.insert(battery, now);
-                        if !out.offer(event_of(event.owner, event.sample.clone(), false, 0)) {
-                            return;
-                        }
+                () = tick => {
+                    if let Some(t) = self.throttle.as_mut() {
+                        t.release();
                     }
                 }
             }
-            _ = out.tx.closed() => return,
         }
     }
 }
@@ -420,18 +463,19 @@ impl TelemetrySubscription {
             Arc::new(move |owner, battery| filter.accepts(owner, battery))
         };
         let sub = bus.subscribe(filter.route_key(), config.subscriber_queue, accepts);
-        let (tx, events) = mpsc::channel(config.subscriber_queue.max(1));
-        tokio::spawn(run(
+        let live = Live {
             db,
             sub,
             filter,
             since,
-            min_interval,
-            config,
-            Delivery { tx, missed: 0 },
-        ));
-        Ok(futures_util::stream::unfold(events, |mut rx| async move {
-            rx.recv().await.map(|e| (e, rx))
+            max_replay: config.max_replay,
+            backlog: VecDeque::new(),
+            replayed: HashSet::new(),
+            throttle: min_interval.map(Throttle::new),
+            missed: 0,
+        };
+        Ok(futures_util::stream::unfold(live, |mut live| async move {
+            live.next().await.map(|e| (e, live))
         }))
     }
 }

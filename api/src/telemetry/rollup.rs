@@ -61,6 +61,8 @@ pub struct Bucket {
     pub energy_out_kwh: f64,
     pub under_voltage: i64,
     pub over_temperature: i64,
+    /// Extremes of the reported cell voltages.
+    pub cell_voltage: Stat,
 }
 
 /// (battery, resolution, bucket start)
@@ -102,6 +104,8 @@ pub fn aggregate(
             b.stats[2].add(s.soc_pct, None, None);
             b.stats[3].add(s.soh_pct, None, None);
             b.stats[4].add(s.temp_avg_c, s.temp_min_c, s.temp_max_c);
+            b.cell_voltage
+                .add(None, s.cell_voltage_min_v, s.cell_voltage_max_v);
             if energy_kwh > 0.0 {
                 b.energy_in_kwh += energy_kwh;
             } else {
@@ -163,6 +167,10 @@ pub async fn upsert(
         columns.push(c.into());
         merge.push((c.into(), "sum"));
     }
+    for (c, how) in [("cell_voltage_min", "min"), ("cell_voltage_max", "max")] {
+        columns.push(c.into());
+        merge.push((c.into(), how));
+    }
     let rows: Vec<_> = buckets.into_iter().collect();
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let mut insert = Query::insert();
@@ -190,6 +198,8 @@ pub async fn upsert(
                 b.energy_out_kwh.into(),
                 b.under_voltage.into(),
                 b.over_temperature.into(),
+                b.cell_voltage.min.into(),
+                b.cell_voltage.max.into(),
             ]);
             insert.values_panic(values);
         }
@@ -232,6 +242,8 @@ mod tests {
                 energy_kwh: None,
                 efficiency_pct: None,
                 cycle_count: None,
+                cell_voltage_min_v: None,
+                cell_voltage_max_v: None,
             },
             owner: None,
             under_voltage: v < 45.0,

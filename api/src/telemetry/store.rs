@@ -9,19 +9,19 @@ use chrono::{DateTime, Utc};
 use entities::{battery, battery_rollup, battery_sample};
 use sea_orm::sea_query::{ArrayType, Expr, ExprTrait, Value};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend,
-    EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, Statement,
-    TransactionTrait, TryInsertResult,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait,
+    IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
+    TryInsertResult,
 };
 
 use super::checks::Checked;
 use super::rollup;
 use crate::error::ApiResult;
 
-/// Rows per INSERT: 13 columns × 1000 stays under SQLite's 32,766 bound parameters.
+/// Rows per INSERT: 15 columns × 1000 stays under SQLite's 32,766 bound parameters.
 const ROWS_PER_STATEMENT: usize = 1000;
 
-/// Rows per PostgreSQL `UNNEST` statement (13 array parameters, whatever the size).
+/// Rows per PostgreSQL `UNNEST` statement (15 array parameters, whatever the size).
 const ROWS_PER_ARRAY_STATEMENT: usize = 10_000;
 
 /// PostgreSQL: inserts with one array parameter per column
@@ -67,15 +67,19 @@ async fn insert_unnest(txn: &DatabaseTransaction, rows: &[Checked]) -> ApiResult
                 .map(|r| Value::Int(Some(r.sample.cycle_count.unwrap_or(-1))))
                 .collect(),
         ),
+        doubles(|s| s.cell_voltage_min_v),
+        doubles(|s| s.cell_voltage_max_v),
     ];
     let sql = "INSERT INTO battery_samples (battery_id, ts, voltage_v, current_a, power_w, soc_pct, soh_pct, \
-               temp_min_c, temp_max_c, temp_avg_c, energy_kwh, efficiency_pct, cycle_count) \
+               temp_min_c, temp_max_c, temp_avg_c, energy_kwh, efficiency_pct, cycle_count, \
+               cell_voltage_min_v, cell_voltage_max_v) \
                SELECT b, t, NULLIF(v, 'NaN'), NULLIF(a, 'NaN'), NULLIF(p, 'NaN'), NULLIF(soc, 'NaN'), \
                NULLIF(soh, 'NaN'), NULLIF(tmin, 'NaN'), NULLIF(tmax, 'NaN'), NULLIF(tavg, 'NaN'), NULLIF(e, 'NaN'), \
-               NULLIF(eff, 'NaN'), NULLIF(c, -1) \
+               NULLIF(eff, 'NaN'), NULLIF(c, -1), NULLIF(cmin, 'NaN'), NULLIF(cmax, 'NaN') \
                FROM UNNEST($1::bigint[], $2::timestamptz[], $3::float8[], $4::float8[], $5::float8[], $6::float8[], \
-               $7::float8[], $8::float8[], $9::float8[], $10::float8[], $11::float8[], $12::float8[], $13::int[]) \
-               AS u(b, t, v, a, p, soc, soh, tmin, tmax, tavg, e, eff, c) \
+               $7::float8[], $8::float8[], $9::float8[], $10::float8[], $11::float8[], $12::float8[], $13::int[], \
+               $14::float8[], $15::float8[]) \
+               AS u(b, t, v, a, p, soc, soh, tmin, tmax, tavg, e, eff, c, cmin, cmax) \
                ON CONFLICT (battery_id, ts) DO NOTHING RETURNING battery_id, ts";
     let result = txn
         .query_all_raw(Statement::from_sql_and_values(
@@ -130,6 +134,34 @@ async fn set_latest_unnest(
                WHERE b.id = u.id AND (b.last_sample_at IS NULL OR b.last_sample_at < u.t)";
     txn.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
+        sql,
+        values,
+    ))
+    .await?;
+    Ok(())
+}
+
+/// SQLite: [`set_latest_unnest`] with a `VALUES` list (`UPDATE … FROM`),
+/// one statement for many batteries instead of one each.
+async fn set_latest_values(
+    txn: &DatabaseTransaction,
+    newest: &[&battery_sample::Model],
+) -> ApiResult<()> {
+    if newest.is_empty() {
+        return Ok(());
+    }
+    let rows = vec!["(?, ?, ?)"; newest.len()].join(", ");
+    let sql = format!(
+        "UPDATE batteries SET last_sample_at = u.t, soh_pct = COALESCE(u.soh, batteries.soh_pct) \
+         FROM (SELECT column1 AS id, column2 AS t, column3 AS soh FROM (VALUES {rows})) AS u \
+         WHERE batteries.id = u.id AND (batteries.last_sample_at IS NULL OR batteries.last_sample_at < u.t)"
+    );
+    let values: Vec<Value> = newest
+        .iter()
+        .flat_map(|s| [s.battery_id.into(), s.ts.into(), s.soh_pct.into()])
+        .collect();
+    txn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Sqlite,
         sql,
         values,
     ))
@@ -205,24 +237,8 @@ pub async fn write(db: &DatabaseConnection, rows: &[Checked]) -> ApiResult<Vec<b
     if txn.get_database_backend() == DbBackend::Postgres {
         set_latest_unnest(&txn, &newest).await?;
     } else {
-        for s in newest {
-            battery::Entity::update_many()
-                .col_expr(battery::Column::LastSampleAt, Expr::value(s.ts))
-                .col_expr(
-                    battery::Column::SohPct,
-                    match s.soh_pct {
-                        Some(v) => Expr::value(v),
-                        None => Expr::col(battery::Column::SohPct),
-                    },
-                )
-                .filter(battery::Column::Id.eq(s.battery_id))
-                .filter(
-                    Condition::any()
-                        .add(battery::Column::LastSampleAt.is_null())
-                        .add(battery::Column::LastSampleAt.lt(s.ts)),
-                )
-                .exec(&txn)
-                .await?;
+        for chunk in newest.chunks(ROWS_PER_STATEMENT) {
+            set_latest_values(&txn, chunk).await?;
         }
     }
     txn.commit().await?;

@@ -141,6 +141,8 @@ impl RegisterMap {
                 "energyKwh" => sample.energy_kwh = Some(value),
                 "efficiencyPct" => sample.efficiency_pct = Some(value),
                 "cycleCount" => sample.cycle_count = i32::try_from(value.round() as i64).ok(),
+                "cellVoltageMinV" => sample.cell_voltage_min_v = Some(value),
+                "cellVoltageMaxV" => sample.cell_voltage_max_v = Some(value),
                 other => anyhow::bail!("unknown target {other}"),
             }
         }
@@ -210,6 +212,9 @@ mod tests {
         regs.insert(40033, (-1i16) as u16);
         regs.insert(40019, 301); // 30.1 °C
         regs.insert(40035, (-1i16) as u16);
+        regs.insert(40017, 3412); // cells 3.412 / 3.189 V with sf -3
+        regs.insert(40018, 3189);
+        regs.insert(40036, (-3i16) as u16);
         let mut s = empty();
         map.decode(&regs, &mut s).unwrap();
         assert_eq!(s.soc_pct, Some(76.5));
@@ -217,6 +222,8 @@ mod tests {
         assert!((s.voltage_v.unwrap() - 51.2).abs() < 1e-9);
         assert_eq!(s.current_a, Some(-12.5));
         assert!((s.temp_max_c.unwrap() - 30.1).abs() < 1e-9);
+        assert!((s.cell_voltage_max_v.unwrap() - 3.412).abs() < 1e-9);
+        assert!((s.cell_voltage_min_v.unwrap() - 3.189).abs() < 1e-9);
     }
 
     #[test]

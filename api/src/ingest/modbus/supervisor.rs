@@ -1,6 +1,8 @@
-//! Keeps exactly one poller running per Modbus BMS, as configured now.
+//! Keeps exactly one poller running per Modbus BMS, as configured now,
+//! across replicas: at each rescan this replica claims the units' poll
+//! [`Leases`] and runs pollers for the units it holds only.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +11,7 @@ use entities::{battery, bms};
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder};
 use tokio::task::JoinHandle;
 
+use super::lease::Leases;
 use super::poller::{self, Target, Timing};
 use super::register_map::Registry;
 use super::status::StatusRegistry;
@@ -31,6 +34,7 @@ pub fn spawn(
     ingestor: Ingestor,
     maps: Arc<Registry>,
     status: Arc<StatusRegistry>,
+    leases: Leases,
     config: ModbusConfig,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -41,14 +45,45 @@ pub fn spawn(
         };
         let mut running = Pollers::default();
         let mut ticker = tokio::time::interval(Duration::from_millis(config.rescan_ms.max(100)));
+        let ttl = Duration::from_secs(config.lease_secs.max(1));
+        let mut claimed_at = tokio::time::Instant::now();
+        tracing::info!(replica = %leases.holder(), "Modbus polling enabled; claiming units");
         loop {
             ticker.tick().await;
-            match targets(&db).await {
-                Ok(found) => reconcile(&mut running.0, found, &ingestor, &maps, &status, timing),
+            let claimed = match targets(&db).await {
+                Ok(found) => {
+                    let ids: Vec<i64> = found.iter().map(|(u, _)| u.id).collect();
+                    leases
+                        .claim(&ids)
+                        .await
+                        .map(|held| (found, held))
+                        .map_err(anyhow::Error::from)
+                }
+                Err(err) => Err(err),
+            };
+            match claimed {
+                Ok((found, held)) => {
+                    claimed_at = tokio::time::Instant::now();
+                    reconcile(
+                        &mut running.0,
+                        found,
+                        &held,
+                        &ingestor,
+                        &maps,
+                        &status,
+                        timing,
+                    );
+                }
+                // Our leases may have passed to another replica by now.
+                Err(err) if claimed_at.elapsed() >= ttl => {
+                    tracing::warn!(%err, "cannot renew Modbus poll leases; stopping this replica's pollers");
+                    stop_all(&mut running.0, &status);
+                }
                 Err(err) => {
                     tracing::warn!(%err, "cannot read Modbus units; keeping current pollers")
                 }
             }
+            status.report_all();
         }
     })
 }
@@ -91,25 +126,40 @@ async fn targets(
         .collect())
 }
 
+fn stop_all(running: &mut HashMap<i64, (Fingerprint, JoinHandle<()>)>, status: &StatusRegistry) {
+    for (id, (_, handle)) in running.drain() {
+        handle.abort();
+        status.forget(id, false);
+    }
+}
+
+/// Runs a poller for each unit of `found` this replica `held`s, stops the
+/// others.
 fn reconcile(
     running: &mut HashMap<i64, (Fingerprint, JoinHandle<()>)>,
     found: Vec<(bms::Model, Vec<battery::Model>)>,
+    held: &HashSet<i64>,
     ingestor: &Ingestor,
     maps: &Arc<Registry>,
     status: &Arc<StatusRegistry>,
     timing: Timing,
 ) {
-    let present: Vec<i64> = found.iter().map(|(u, _)| u.id).collect();
+    let present: HashSet<i64> = found.iter().map(|(u, _)| u.id).collect();
     running.retain(|id, (_, handle)| {
-        let keep = present.contains(id);
+        let keep = held.contains(id);
         if !keep {
             handle.abort();
-            status.forget(*id);
-            tracing::info!(bms = id, "Modbus polling stopped");
+            let gone = !present.contains(id);
+            status.forget(*id, gone);
+            if gone {
+                tracing::info!(bms = id, "Modbus polling stopped");
+            } else {
+                tracing::info!(bms = id, "Modbus unit polled by another replica now");
+            }
         }
         keep
     });
-    for (unit, batteries) in found {
+    for (unit, batteries) in found.into_iter().filter(|(u, _)| held.contains(&u.id)) {
         let fingerprint = Fingerprint {
             endpoint: unit.endpoint.clone(),
             map: unit.register_map.clone(),
