@@ -13,7 +13,7 @@ use chrono::SecondsFormat;
 use entities::audit_log;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, Statement, TransactionTrait,
+    QueryOrder, QuerySelect, Set, Statement,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -88,7 +88,7 @@ pub struct Entry {
 
 /// Records an event on its own (not inside another change's transaction).
 pub async fn event(db: &sea_orm::DatabaseConnection, entry: Entry) -> ApiResult<()> {
-    let txn = db.begin().await?;
+    let txn = crate::db::begin_write(db).await?;
     append(&txn, entry).await?;
     txn.commit().await?;
     Ok(())

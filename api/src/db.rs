@@ -43,6 +43,25 @@ pub async fn connect(
 }
 
 /// Applies every pending migration.
+/// Starts a transaction that writes. On SQLite it takes the write lock at
+/// once (`BEGIN IMMEDIATE`, waiting up to the busy timeout): a deferred
+/// transaction that read first fails with `SQLITE_BUSY_SNAPSHOT` when
+/// another connection committed in between, however long it would wait.
+pub async fn begin_write(
+    db: &DatabaseConnection,
+) -> Result<sea_orm::DatabaseTransaction, sea_orm::DbErr> {
+    use sea_orm::{SqliteTransactionMode, TransactionOptions, TransactionTrait};
+    if db.get_database_backend() == sea_orm::DbBackend::Sqlite {
+        db.begin_with_options(TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..TransactionOptions::default()
+        })
+        .await
+    } else {
+        db.begin().await
+    }
+}
+
 pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
     Migrator::up(db, None).await?;
     Ok(())

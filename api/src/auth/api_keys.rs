@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use entities::api_key;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
-    IntoActiveModel, QueryFilter, QueryOrder, Set, TransactionTrait,
+    IntoActiveModel, QueryFilter, QueryOrder, Set,
 };
 
 use super::policy::{Action, Grant};
@@ -43,7 +43,7 @@ pub async fn create(
     scope::check_grant(db, who, &grant).await?;
     // The secret part carries no prefix of its own.
     let secret = random_token("");
-    let txn = db.begin().await?;
+    let txn = crate::db::begin_write(db).await?;
     let model = api_key::ActiveModel {
         tenant_id: Set(who.tenant_id),
         name: Set(name.to_owned()),
@@ -118,7 +118,7 @@ pub async fn revoke(
     if before.revoked_at.is_some() {
         return Ok(before);
     }
-    let txn = db.begin().await?;
+    let txn = crate::db::begin_write(db).await?;
     let mut active = before.clone().into_active_model();
     active.revoked_at = Set(Some(now()));
     let after = active.update(&txn).await?;

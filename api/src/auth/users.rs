@@ -6,7 +6,7 @@ use entities::enums::Role;
 use entities::{recovery_code, user};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel,
-    QueryFilter, QueryOrder, Set, SqlErr, TransactionTrait,
+    QueryFilter, QueryOrder, Set, SqlErr,
 };
 
 use super::policy::{Action, Grant};
@@ -131,7 +131,7 @@ pub async fn create(id: &Identity, who: &Principal, new: NewUser) -> ApiResult<u
     let email = check_email(&new.email)?;
     scope::check_grant(&id.db, who, &new.grant).await?;
     let password_hash = new.password.as_deref().map(password::hash).transpose()?;
-    let txn = id.db.begin().await?;
+    let txn = crate::db::begin_write(&id.db).await?;
     let at = now();
     let model = user::ActiveModel {
         tenant_id: Set(who.tenant_id),
@@ -197,7 +197,7 @@ pub async fn update(
         .as_deref()
         .map(password::hash)
         .transpose()?;
-    let txn = id.db.begin().await?;
+    let txn = crate::db::begin_write(&id.db).await?;
     let mut active = before.clone().into_active_model();
     if let Some(name) = changes.display_name {
         active.display_name = Set(name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()));
@@ -284,7 +284,7 @@ pub async fn confirm_totp(id: &Identity, who: &Principal, code: &str) -> ApiResu
         ));
     }
     let codes = password::new_recovery_codes();
-    let txn = id.db.begin().await?;
+    let txn = crate::db::begin_write(&id.db).await?;
     recovery_code::Entity::delete_many()
         .filter(recovery_code::Column::UserId.eq(uid))
         .exec(&txn)
@@ -333,7 +333,7 @@ pub async fn disable_totp(id: &Identity, who: &Principal, code: &str) -> ApiResu
             "wrong code, or TOTP is not enabled",
         ));
     }
-    let txn = id.db.begin().await?;
+    let txn = crate::db::begin_write(&id.db).await?;
     recovery_code::Entity::delete_many()
         .filter(recovery_code::Column::UserId.eq(uid))
         .exec(&txn)
@@ -373,7 +373,7 @@ pub async fn change_password(
         return Err(ApiError::validation("currentPassword", "wrong password"));
     }
     let hash = password::hash(new)?;
-    let txn = id.db.begin().await?;
+    let txn = crate::db::begin_write(&id.db).await?;
     let mut active = user.into_active_model();
     active.password_hash = Set(Some(hash));
     active.updated_at = Set(now());

@@ -19,7 +19,7 @@ use entities::{battery, bms, client, site, zone};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait,
-    IntoActiveModel, PaginatorTrait, PrimaryKeyTrait, QueryFilter, Set, SqlErr, TransactionTrait,
+    IntoActiveModel, PaginatorTrait, PrimaryKeyTrait, QueryFilter, Set, SqlErr,
 };
 
 use super::types::*;
@@ -209,7 +209,7 @@ impl HierarchyService {
             input.country.as_deref(),
             &input.time_zone,
         )?;
-        let txn = self.db.begin().await?;
+        let txn = crate::db::begin_write(&self.db).await?;
         let model = client::ActiveModel {
             tenant_id: Set(who.tenant_id),
             name: Set(name.clone()),
@@ -249,7 +249,7 @@ impl HierarchyService {
         input: UpdateClientInput,
     ) -> ApiResult<client::Model> {
         who.require(crate::auth::Action::EditClient)?;
-        let txn = self.db.begin().await?;
+        let txn = crate::db::begin_write(&self.db).await?;
         let before = find_scoped::<client::Entity>(&txn, who, id, Kind::Client).await?;
         let (name, industry, country, tz) = client_fields(
             input.name.as_deref().unwrap_or(&before.name),
@@ -287,7 +287,7 @@ impl HierarchyService {
 
     pub async fn delete_client(&self, who: &Principal, id: i64, cascade: bool) -> ApiResult<()> {
         who.require(crate::auth::Action::ManageClients)?;
-        let txn = self.db.begin().await?;
+        let txn = crate::db::begin_write(&self.db).await?;
         let before = find_scoped::<client::Entity>(&txn, who, id, Kind::Client).await?;
         let n = children::<site::Entity>(&txn, site::Column::ClientId, id).await?;
         if n > 0 && !cascade {
@@ -329,7 +329,7 @@ impl HierarchyService {
         let name = validate::name("name", &input.name, NAME_MAX)?;
         check_site_position(input.latitude, input.longitude)?;
         let address = validate::opt_text("address", input.address.as_deref(), 500)?;
-        let txn = self.db.begin().await?;
+        let txn = crate::db::begin_write(&self.db).await?;
         let parent = find_scoped::<client::Entity>(&txn, who, client_id, Kind::Client).await?;
         let tz = validate::time_zone(
             "timeZone",
@@ -376,7 +376,7 @@ impl HierarchyService {
         input: UpdateSiteInput,
     ) -> ApiResult<site::Model> {
         who.require(crate::auth::Action::ManageSites)?;
-        let txn = self.db.begin().await?;
+        let txn = crate::db::begin_write(&self.db).await?;
         let before = find_scoped::<site::Entity>(&txn, who, id, Kind::Site).await?;
         let mut am = before.clone().into_active_model();
         let name = validate::name(
@@ -422,7 +422,7 @@ impl HierarchyService {
 
     pub async fn delete_site(&self, who: &Principal, id: i64, cascade: bool) -> ApiResult<()> {
         who.require(crate::auth::Action::ManageSites)?;
-        let txn = self.db.begin().await?;
+        let txn = crate::db::begin_write(&self.db).await?;
         let before = find_scoped::<site::Entity>(&txn, who, id, Kind::Site).await?;
         let n = children::<zone::Entity>(&txn, zone::Column::SiteId, id).await?;
         if n > 0 && !cascade {
@@ -462,7 +462,7 @@ impl HierarchyService {
         let site_id = ids::decode(Kind::Site, &input.site_id)?;
         let name = validate::name("name", &input.name, NAME_MAX)?;
         let description = validate::opt_text("description", input.description.as_deref(), 1000)?;
-        let txn = self.db.begin().await?;
+        let txn = crate::db::begin_write(&self.db).await?;
         let parent = find_scoped::<site::Entity>(&txn, who, site_id, Kind::Site).await?;
         let model = zone::ActiveModel {
             tenant_id: Set(parent.tenant_id),
@@ -503,7 +503,7 @@ impl HierarchyService {
         input: UpdateZoneInput,
     ) -> ApiResult<zone::Model> {
         who.require(crate::auth::Action::ManageEquipment)?;
-        let txn = self.db.begin().await?;
+        let txn = crate::db::begin_write(&self.db).await?;
         let before = find_scoped::<zone::Entity>(&txn, who, id, Kind::Zone).await?;
         let mut am = before.clone().into_active_model();
         let name = validate::name(
@@ -539,7 +539,7 @@ impl HierarchyService {
 
     pub async fn delete_zone(&self, who: &Principal, id: i64, cascade: bool) -> ApiResult<()> {
         who.require(crate::auth::Action::ManageEquipment)?;
-        let txn = self.db.begin().await?;
+        let txn = crate::db::begin_write(&self.db).await?;
         let before = find_scoped::<zone::Entity>(&txn, who, id, Kind::Zone).await?;
         let n = children::<bms::Entity>(&txn, bms::Column::ZoneId, id).await?;
         if n > 0 && !cascade {
@@ -593,7 +593,7 @@ impl HierarchyService {
         if let Some(c) = input.capacity_kwh {
             validate::positive("capacityKwh", c, 10_000_000.0)?;
         }
-        let txn = self.db.begin().await?;
+        let txn = crate::db::begin_write(&self.db).await?;
         let parent = find_scoped::<zone::Entity>(&txn, who, zone_id, Kind::Zone).await?;
         let model = bms::ActiveModel {
             tenant_id: Set(parent.tenant_id),
@@ -644,7 +644,7 @@ impl HierarchyService {
             .as_ref()
             .map(|z| ids::decode(Kind::Zone, z))
             .transpose()?;
-        let txn = self.db.begin().await?;
+        let txn = crate::db::begin_write(&self.db).await?;
         let before = find_scoped::<bms::Entity>(&txn, who, id, Kind::Bms).await?;
         let mut am = before.clone().into_active_model();
         let name = validate::name(
@@ -717,7 +717,7 @@ impl HierarchyService {
 
     pub async fn delete_bms(&self, who: &Principal, id: i64, cascade: bool) -> ApiResult<()> {
         who.require(crate::auth::Action::ManageEquipment)?;
-        let txn = self.db.begin().await?;
+        let txn = crate::db::begin_write(&self.db).await?;
         let before = find_scoped::<bms::Entity>(&txn, who, id, Kind::Bms).await?;
         let n = children::<battery::Entity>(&txn, battery::Column::BmsId, id).await?;
         if n > 0 && !cascade {
@@ -760,7 +760,7 @@ impl HierarchyService {
             voltage_v: input.nominal_voltage_v,
         })?;
         let install_date = validate::past_date("installDate", input.install_date)?;
-        let txn = self.db.begin().await?;
+        let txn = crate::db::begin_write(&self.db).await?;
         let parent = find_scoped::<bms::Entity>(&txn, who, bms_id, Kind::Bms).await?;
         let model = battery::ActiveModel {
             tenant_id: Set(parent.tenant_id),
@@ -814,7 +814,7 @@ impl HierarchyService {
             .as_ref()
             .map(|b| ids::decode(Kind::Bms, b))
             .transpose()?;
-        let txn = self.db.begin().await?;
+        let txn = crate::db::begin_write(&self.db).await?;
         let before = find_scoped::<battery::Entity>(&txn, who, id, Kind::Battery).await?;
         let mut am = before.clone().into_active_model();
         let serial = validate::identifier(
@@ -872,7 +872,7 @@ impl HierarchyService {
 
     pub async fn delete_battery(&self, who: &Principal, id: i64) -> ApiResult<()> {
         who.require(crate::auth::Action::ManageEquipment)?;
-        let txn = self.db.begin().await?;
+        let txn = crate::db::begin_write(&self.db).await?;
         let before = find_scoped::<battery::Entity>(&txn, who, id, Kind::Battery).await?;
         battery::Entity::delete_by_id(id).exec(&txn).await?;
         audit::record(

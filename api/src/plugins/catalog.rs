@@ -3,9 +3,7 @@
 //! tenant, client or site, delete. Every change is audited.
 
 use entities::{plugin, plugin_enablement, site};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -142,7 +140,7 @@ pub async fn upload(
         .to_owned();
     check_label("name", &name, 100)?;
     check_label("version", &version, 50)?;
-    let txn = plugins.db.begin().await?;
+    let txn = crate::db::begin_write(&plugins.db).await?;
     let model = plugin::ActiveModel {
         tenant_id: Set(who.tenant_id),
         name: Set(name.clone()),
@@ -255,7 +253,7 @@ pub async fn enable(
     {
         return Ok(p);
     }
-    let txn = plugins.db.begin().await?;
+    let txn = crate::db::begin_write(&plugins.db).await?;
     let row = plugin_enablement::ActiveModel {
         tenant_id: Set(who.tenant_id),
         plugin_id: Set(p.id),
@@ -293,7 +291,7 @@ pub async fn disable(
     who.require(Action::ManagePlugins)?;
     let p = get(plugins, who, id).await?;
     check_place(plugins, who, place).await?;
-    let txn = plugins.db.begin().await?;
+    let txn = crate::db::begin_write(&plugins.db).await?;
     let mut q = plugin_enablement::Entity::delete_many()
         .filter(plugin_enablement::Column::PluginId.eq(p.id));
     q = match place.client_id {
@@ -324,7 +322,7 @@ pub async fn disable(
 pub async fn delete(plugins: &Plugins, who: &Principal, id: i64) -> ApiResult<()> {
     who.require(Action::ManagePlugins)?;
     let p = get(plugins, who, id).await?;
-    let txn = plugins.db.begin().await?;
+    let txn = crate::db::begin_write(&plugins.db).await?;
     plugin::Entity::delete_by_id(p.id).exec(&txn).await?;
     audit::record(
         &txn,

@@ -11,7 +11,6 @@ use croner::Cron;
 use entities::{report_artifact, report_schedule};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-    TransactionTrait,
 };
 use serde_json::json;
 
@@ -176,7 +175,7 @@ pub async fn create(
     who.require(Action::ManagePlugins)?;
     let now = crate::clock::now();
     let next = check(host, who, &input, now).await?;
-    let txn = host.db.begin().await?;
+    let txn = crate::db::begin_write(&host.db).await?;
     let row = report_schedule::ActiveModel {
         tenant_id: Set(who.tenant_id),
         plugin_id: Set(input.plugin_id),
@@ -253,7 +252,7 @@ pub async fn update(
     row.recipients = Set(json!(input.recipients));
     row.enabled = Set(input.enabled);
     row.next_run_at = Set(next);
-    let txn = host.db.begin().await?;
+    let txn = crate::db::begin_write(&host.db).await?;
     let after = row.update(&txn).await?;
     audited(
         &txn,
@@ -272,7 +271,7 @@ pub async fn update(
 pub async fn delete(host: &Plugins, who: &Principal, id: i64) -> ApiResult<()> {
     who.require(Action::ManagePlugins)?;
     let before = get(host, who, id).await?;
-    let txn = host.db.begin().await?;
+    let txn = crate::db::begin_write(&host.db).await?;
     report_artifact::Entity::delete_many()
         .filter(report_artifact::Column::ScheduleId.eq(id))
         .exec(&txn)

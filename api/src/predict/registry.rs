@@ -6,7 +6,6 @@
 use entities::prediction_model;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set,
-    TransactionTrait,
 };
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -67,7 +66,7 @@ pub async fn upload(
         .await
         .map_err(|e| ApiError::validation("file", format!("the model could not be checked: {e}")))?
         .map_err(|e| ApiError::validation("file", e))?;
-    let txn = p.db().begin().await?;
+    let txn = crate::db::begin_write(p.db()).await?;
     let model = prediction_model::ActiveModel {
         tenant_id: Set(who.tenant_id),
         kind: Set(kind.as_str().to_owned()),
@@ -147,7 +146,7 @@ pub async fn activate(
     id: i64,
 ) -> ApiResult<prediction_model::Model> {
     who.require(Action::ManageModels)?;
-    let txn = p.db().begin().await?;
+    let txn = crate::db::begin_write(p.db()).await?;
     let target = prediction_model::Entity::find_by_id(id)
         .filter(prediction_model::Column::TenantId.eq(who.tenant_id))
         .one(&txn)
@@ -194,7 +193,7 @@ pub async fn rollback(
     kind: Kind,
 ) -> ApiResult<Option<prediction_model::Model>> {
     who.require(Action::ManageModels)?;
-    let txn = p.db().begin().await?;
+    let txn = crate::db::begin_write(p.db()).await?;
     let Some(current) = active(&txn, who.tenant_id, kind).await? else {
         return Err(ApiError::Conflict(format!(
             "the built-in {} model is active; there is nothing to roll back",

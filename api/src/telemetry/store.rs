@@ -10,8 +10,7 @@ use entities::{battery, battery_rollup, battery_sample};
 use sea_orm::sea_query::{ArrayType, Expr, ExprTrait, Value};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait,
-    IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
-    TryInsertResult,
+    IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, Statement, TryInsertResult,
 };
 
 use super::checks::Checked;
@@ -181,7 +180,7 @@ pub async fn write(db: &DatabaseConnection, rows: &[Checked]) -> ApiResult<Vec<b
         return Ok(Vec::new());
     }
     let mut inserted = HashSet::with_capacity(rows.len());
-    let txn = db.begin().await?;
+    let txn = crate::db::begin_write(db).await?;
     let battery_ids: HashSet<i64> = rows.iter().map(|r| r.sample.battery_id).collect();
     let previous: HashMap<i64, DateTime<Utc>> = battery::Entity::find()
         .select_only()
