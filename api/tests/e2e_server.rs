@@ -24,11 +24,7 @@ impl Server {
     }
 
     async fn start_with(data_dir: &std::path::Path, env: &[(&str, String)]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = common::free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_trackingbms"));
         cmd.args(["serve", "--bind", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
@@ -479,11 +475,7 @@ async fn cli_creates_api_keys() {
 async fn demo_prints_one_account_per_role() {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_trackingbms"))
         .args(["serve", "--demo", "--bind", &format!("127.0.0.1:{port}")])
         .arg("--data-dir")

@@ -72,14 +72,6 @@ async fn wait_for(
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A fleet chain whose battery is on a SunSpec unit at `port`, polled every
 /// 200 ms: the chain's ids and the unit's id.
 async fn polled_unit(t: &TestApp, suffix: &str, port: u16) -> ([String; 5], Value) {
@@ -111,7 +103,7 @@ async fn polls_scales_and_tracks_connection(backend: Backend) {
         c.modbus.max_backoff_secs = 1;
     })
     .await;
-    let port = free_port();
+    let port = common::free_port();
     let device = Device::start(port);
     let (ids, bms) = polled_unit(&t, "MB", port).await;
     let maps = t.data("{ registerMaps { name fields } }", json!({})).await;
@@ -195,7 +187,7 @@ async fn polls_scales_and_tracks_connection(backend: Backend) {
 
     // Re-configured without a restart: pointed at an address where nothing
     // listens, the unit goes OFFLINE with the reason.
-    let dead = free_port();
+    let dead = common::free_port();
     t.data(
         "mutation($m: ID!, $e: String!) { updateBms(id: $m, input: {endpoint: $e}) { id } }",
         json!({ "m": bms, "e": format!("127.0.0.1:{dead}") }),
@@ -267,7 +259,7 @@ async fn replicas_poll_each_unit_once_and_hand_over() {
         c.database_url = url;
     })
     .await;
-    let port = free_port();
+    let port = common::free_port();
     let _device = Device::start(port);
     let (ids, bms) = polled_unit(&a, "LB", port).await;
     let supervisor_a = a.app.start_modbus().expect("polling enabled");

@@ -28,14 +28,6 @@ impl Drop for Provider {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start_provider(redirect_uri: &str) -> Provider {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/oidc");
     assert!(
@@ -44,7 +36,7 @@ fn start_provider(redirect_uri: &str) -> Provider {
             .exists(),
         "oidc-provider is not installed: run scripts/setup-node.sh (scripts/test.sh does)"
     );
-    let port = free_port();
+    let port = common::free_port();
     let mut child = Command::new("node")
         .current_dir(dir)
         .args(["provider.mjs", &port.to_string(), redirect_uri])
@@ -77,7 +69,7 @@ struct Sso {
 }
 
 async fn start() -> Sso {
-    let port = free_port();
+    let port = common::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let redirect = format!("{base}/auth/oidc/test/callback");
     let provider = start_provider(&redirect);

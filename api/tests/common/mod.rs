@@ -59,6 +59,15 @@ pub async fn graphql_over_http(base: &str, token: &str, query: &str, variables: 
         .expect("JSON answer")
 }
 
+/// A local TCP port nothing listens on now (for a server or device a test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A fresh, empty PostgreSQL schema; returns a URL whose connections use it.
 /// Panics (the test fails) when PostgreSQL is unreachable.
 pub async fn fresh_pg_url() -> String {
