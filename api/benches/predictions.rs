@@ -126,8 +126,13 @@ async fn seed_history(app: &App) -> anyhow::Result<()> {
             .to_owned(),
     ))
     .await?;
+    // The writer keeps each battery's newest sample time.
+    db.execute_unprepared(
+        "UPDATE batteries SET last_sample_at = TIMESTAMPTZ '2026-10-27 12:00:00+00'",
+    )
+    .await?;
     // What autovacuum does after a bulk insert (index-only scans need it).
-    db.execute_unprepared("VACUUM ANALYZE battery_rollups")
+    db.execute_unprepared("VACUUM ANALYZE battery_rollups, batteries, battery_samples")
         .await?;
     Ok(())
 }

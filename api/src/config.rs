@@ -374,6 +374,8 @@ pub struct IngestConfig {
     pub max_future_secs: i64,
     /// Most rows the writer puts in one transaction (it coalesces submissions).
     pub batch_rows: usize,
+    /// Write transactions in flight at once on PostgreSQL (SQLite has one).
+    pub writers: usize,
     /// Submissions that may wait for the writer; beyond that producers wait.
     pub queue_depth: usize,
     /// How long a producer waits for room before getting `RETRY_LATER`.
@@ -441,6 +443,7 @@ impl Default for IngestConfig {
         Self {
             max_future_secs: 300,
             batch_rows: 20_000,
+            writers: 2,
             queue_depth: 16,
             enqueue_timeout_ms: 10_000,
             chunk_records: 5_000,

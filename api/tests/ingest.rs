@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 on_both_backends!(
     graphql_batches_keep_valid_samples,
     ndjson_and_csv_bodies,
-    large_gzip_body_streams
+    large_gzip_body_streams,
+    sample_stored_by_hand_is_a_duplicate
 );
 
 async fn post(
@@ -212,4 +213,46 @@ async fn large_gzip_body_streams(t: TestApp) {
         "indices count across chunks"
     );
     assert_eq!(t.raw_sample_count(&ids[4]).await, (n - 1) as u64);
+}
+
+/// A sample put in the table by hand (a bulk load that does not move the
+/// battery's latest-sample pointer) is still recognised as stored: resending
+/// it is a duplicate and the rest of the batch is kept. (On PostgreSQL new
+/// samples go in with COPY, which refuses the repeated key; the batch is then
+/// written again with per-row conflict checks.)
+async fn sample_stored_by_hand_is_a_duplicate(t: TestApp) {
+    use sea_orm::ConnectionTrait;
+    let ids = create_chain(&t, "H").await;
+    let battery =
+        trackingbms_api::ids::decode(trackingbms_api::ids::Kind::Battery, &ids[4]).unwrap();
+    t.app
+        .db
+        .execute_unprepared(&format!(
+            "INSERT INTO battery_samples (battery_id, ts, voltage_v) VALUES ({battery}, '2026-01-01T00:10:00+00:00', 50.0)"
+        ))
+        .await
+        .unwrap();
+    let r = t
+        .data(
+            INGEST,
+            json!({ "s": [
+                { "battery": "SN-H", "ts": "2026-01-01T00:10:00Z", "voltageV": 51.0 },
+                { "battery": "SN-H", "ts": "2026-01-01T00:11:00Z", "voltageV": 51.5, "socPct": 40.0 },
+            ] }),
+        )
+        .await["ingestSamples"]
+        .clone();
+    assert_eq!(
+        (r["stored"].as_u64(), r["duplicates"].as_u64()),
+        (Some(1), Some(1)),
+        "{r}"
+    );
+    assert_eq!(t.raw_sample_count(&ids[4]).await, 2);
+    let latest = t
+        .data(
+            "query($id: ID!) { node(id: $id) { ... on Battery { latestSample { ts voltageV } } } }",
+            json!({ "id": ids[4] }),
+        )
+        .await;
+    assert_eq!(latest["node"]["latestSample"]["voltageV"], 51.5, "{latest}");
 }

@@ -29,7 +29,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
-from skl2onnx import to_onnx
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import GradientBoostingClassifier, GradientBoostingRegressor, IsolationForest
 from sklearn.metrics import roc_auc_score
@@ -51,7 +50,6 @@ EOL_TRAIN = [0.70, 0.75, 0.80, 0.85]  # end-of-life thresholds seen in training
 EOL_EVAL = 0.80
 QUANTILES = [0.1, 0.5, 0.9]
 RUL_CAP_DAYS = 3650.0
-TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
 # Cells the data README advises against (mixed loads, crashed tests).
 EXCLUDED = {f"NASA_B00{n}" for n in range(38, 45)} | {f"NASA_B00{n}" for n in range(49, 53)}
 DROPPED_FLAGS = {"zero_or_nan_capacity", "low_outlier", "high_outlier", "low_outlier;jump_up"}
@@ -248,40 +246,75 @@ def predict_forecast(models, x):
     return soh, rul, fail
 
 
+def add_tree(attrs, tree_id, tree, target, leaf_value):
+    """Appends one scikit-learn tree to TreeEnsembleRegressor attributes:
+    `x[feature] <= threshold` goes left, a leaf adds `leaf_value[node]` to
+    `target`."""
+    for node in range(tree.node_count):
+        left, right = tree.children_left[node], tree.children_right[node]
+        leaf = left == -1
+        attrs["nodes_treeids"].append(tree_id)
+        attrs["nodes_nodeids"].append(node)
+        attrs["nodes_featureids"].append(0 if leaf else int(tree.feature[node]))
+        attrs["nodes_values"].append(0.0 if leaf else float(tree.threshold[node]))
+        attrs["nodes_modes"].append("LEAF" if leaf else "BRANCH_LEQ")
+        attrs["nodes_truenodeids"].append(0 if leaf else int(left))
+        attrs["nodes_falsenodeids"].append(0 if leaf else int(right))
+        attrs["nodes_missing_value_tracks_true"].append(0)
+        if leaf:
+            attrs["target_treeids"].append(tree_id)
+            attrs["target_nodeids"].append(node)
+            attrs["target_ids"].append(target)
+            attrs["target_weights"].append(float(leaf_value[node]))
+
+
+def add_boosting(attrs, model, target, raw, first_tree):
+    """Appends a gradient-boosting model's trees as `target`; returns its
+    base value (the raw score before any tree: `raw(x) - trees(x)`)."""
+    rate = model.learning_rate
+    trees = [est.tree_ for est in model.estimators_[:, 0]]
+    for i, tree in enumerate(trees):
+        add_tree(attrs, first_tree + i, tree, target, tree.value[:, 0, 0] * rate)
+    x0 = np.zeros((1, model.n_features_in_), dtype=np.float32)
+    trees_at_x0 = sum(est.predict(x0)[0] for est in model.estimators_[:, 0]) * rate
+    return float(raw(x0)[0]) - float(trees_at_x0), len(trees)
+
+
 def export_forecast(models, path):
     """One graph, one input `features` [N, 12], outputs `soh_delta` [N,3],
-    `rul_log1p` [N,3], `failure_probability` [N,1]."""
+    `rul_log1p` [N,3], `failure_probability` [N,1]. Every tree of the nine
+    boosted ensembles (six quantile regressors, the raw scores of the three
+    calibrated classifier folds) sits in one TreeEnsembleRegressor with nine
+    targets; skl2onnx's export ran one operator per ensemble plus about forty
+    for the calibration, and one row paid each operator's overhead."""
     soh_models, rul_models, classifier = models
-    sample = np.zeros((1, len(F.FORECAST_FEATURES)), dtype=np.float32)
-    parts = []
-    for i, m in enumerate(soh_models + rul_models):
-        parts.append(to_onnx(m, sample, target_opset=TARGET_OPSET))
-    parts.append(to_onnx(classifier, sample, target_opset=TARGET_OPSET, options={id(classifier): {"zipmap": False}}))
-    nodes, inits, opsets = [], [], {}
-    outputs = []
-    for i, p in enumerate(parts):
-        g = p.graph
-        prefix = f"m{i}_"
-        rename = {g.input[0].name: "features"}
-        for node in g.node:
-            node.name = prefix + node.name
-            node.input[:] = [rename.get(n, prefix + n if n else n) for n in node.input]
-            node.output[:] = [prefix + n for n in node.output]
-            nodes.append(node)
-        for t in g.initializer:
-            t.name = prefix + t.name
-            inits.append(t)
-        for o in p.opset_import:
-            opsets[o.domain] = max(opsets.get(o.domain, 0), o.version)
-        outputs.append([prefix + o.name for o in g.output])
-    # Collect the [N,1] predictions into the three outputs.
-    soh_cols = [outputs[i][0] for i in range(3)]
-    rul_cols = [outputs[i][0] for i in range(3, 6)]
-    probs = outputs[6][1]  # label, probabilities
-    nodes.append(helper.make_node("Concat", soh_cols, ["soh_delta"], axis=1, name="soh_concat"))
-    nodes.append(helper.make_node("Concat", rul_cols, ["rul_log1p"], axis=1, name="rul_concat"))
-    inits.append(helper.make_tensor("positive_class", TensorProto.INT64, [1], [1]))
-    nodes.append(helper.make_node("Gather", [probs, "positive_class"], ["failure_probability"], axis=1, name="fail_gather"))
+    attrs = defaultdict(list)
+    bases, trees = [], 0
+    for target, m in enumerate(soh_models + rul_models):
+        base, n = add_boosting(attrs, m, target, m.predict, trees)
+        bases.append(base)
+        trees += n
+    neg_a, neg_b = [], []
+    for fold, calibrated in enumerate(classifier.calibrated_classifiers_):
+        [sigmoid] = calibrated.calibrators
+        base, n = add_boosting(attrs, calibrated.estimator, 6 + fold, calibrated.estimator.decision_function, trees)
+        bases.append(base)
+        trees += n
+        # scikit-learn's sigmoid calibration: p = 1 / (1 + exp(a f + b)).
+        neg_a.append(-float(sigmoid.a_))
+        neg_b.append(-float(sigmoid.b_))
+    folds = len(neg_a)
+    nodes = [
+        helper.make_node("TreeEnsembleRegressor", ["features"], ["raw"], domain="ai.onnx.ml",
+                         n_targets=6 + folds, aggregate_function="SUM", post_transform="NONE",
+                         base_values=bases, **attrs),
+        helper.make_node("Split", ["raw", "widths"], ["soh_delta", "rul_log1p", "fold_scores"], axis=1),
+        helper.make_node("Mul", ["fold_scores", "neg_a"], ["scaled"]),
+        helper.make_node("Add", ["scaled", "neg_b"], ["logits"]),
+        helper.make_node("Sigmoid", ["logits"], ["fold_probabilities"]),
+        # The folds' mean, as CalibratedClassifierCV.predict_proba.
+        helper.make_node("ReduceMean", ["fold_probabilities"], ["failure_probability"], axes=[1], keepdims=1),
+    ]
     graph = helper.make_graph(
         nodes, "trackingbms_forecast",
         [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, len(F.FORECAST_FEATURES)])],
@@ -290,10 +323,14 @@ def export_forecast(models, path):
             helper.make_tensor_value_info("rul_log1p", TensorProto.FLOAT, [None, 3]),
             helper.make_tensor_value_info("failure_probability", TensorProto.FLOAT, [None, 1]),
         ],
-        inits,
+        [
+            helper.make_tensor("widths", TensorProto.INT64, [3], [3, 3, folds]),
+            helper.make_tensor("neg_a", TensorProto.FLOAT, [1, folds], neg_a),
+            helper.make_tensor("neg_b", TensorProto.FLOAT, [1, folds], neg_b),
+        ],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()])
-    model.ir_version = parts[0].ir_version
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)])
+    model.ir_version = 8
     model.producer_name = "trackingbms-train"
     onnx.checker.check_model(model)
     onnx.save(model, path)
@@ -321,23 +358,7 @@ def export_isolation_forest(forest, n_features, path):
             for child in (tree.children_left[node], tree.children_right[node]):
                 if child != -1:
                     depth[child] = depth[node] + 1
-        leaf_value = depth + average_path_length(tree.n_node_samples)
-        for node in range(tree.node_count):
-            left, right = tree.children_left[node], tree.children_right[node]
-            leaf = left == -1
-            attrs["nodes_treeids"].append(t)
-            attrs["nodes_nodeids"].append(node)
-            attrs["nodes_featureids"].append(0 if leaf else int(tree.feature[node]))
-            attrs["nodes_values"].append(0.0 if leaf else float(tree.threshold[node]))
-            attrs["nodes_modes"].append("LEAF" if leaf else "BRANCH_LEQ")
-            attrs["nodes_truenodeids"].append(0 if leaf else int(left))
-            attrs["nodes_falsenodeids"].append(0 if leaf else int(right))
-            attrs["nodes_missing_value_tracks_true"].append(0)
-            if leaf:
-                attrs["target_treeids"].append(t)
-                attrs["target_nodeids"].append(node)
-                attrs["target_ids"].append(0)
-                attrs["target_weights"].append(float(leaf_value[node]))
+        add_tree(attrs, t, tree, 0, depth + average_path_length(tree.n_node_samples))
     scale = 1.0 / (len(forest.estimators_) * float(average_path_length([forest.max_samples_])[0]))
     nodes = [
         helper.make_node("TreeEnsembleRegressor", ["features"], ["depth_sum"], domain="ai.onnx.ml",

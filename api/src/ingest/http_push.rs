@@ -1,8 +1,8 @@
 //! `POST /ingest`: bulk telemetry as NDJSON (`application/x-ndjson`) or CSV
 //! (`text/csv`, header row first), optionally gzip-compressed
 //! (`Content-Encoding: gzip`). The body is streamed: records are parsed and
-//! stored chunk by chunk, so a body of any size holds only one chunk in
-//! memory. The answer says how many records were accepted and lists the
+//! stored chunk by chunk (one is stored while the next is parsed), so a body
+//! of any size holds at most two chunks in memory. The answer says how many records were accepted and lists the
 //! rejected ones with their index (0-based, data records only), code and
 //! message. If storage falls behind mid-body the answer is 503
 //! `RETRY_LATER` with the report so far: records before `nextIndex` are
@@ -127,6 +127,8 @@ pub async fn ingest(
     let mut chunk: Vec<Record> = Vec::with_capacity(config.chunk_records);
     let mut index: u64 = 0;
     let mut chunk_start: u64 = 0;
+    // The previous chunk is stored while this one is parsed.
+    let mut pending: Option<Pending> = None;
     loop {
         let line = lines.next().await;
         let end = line.is_none();
@@ -166,6 +168,11 @@ pub async fn ingest(
             Some(Err(LinesCodecError::Io(err))) => {
                 // The body itself is broken (e.g. corrupt gzip); what came
                 // before is stored, the rest is refused.
+                if let Err((e, start)) =
+                    settle(&mut pending, &mut report, config.max_rejects_listed).await
+                {
+                    return retry_later(&e, &report, start);
+                }
                 return match store_chunk(
                     app,
                     who,
@@ -186,16 +193,29 @@ pub async fn ingest(
             }
         }
         if chunk.len() >= config.chunk_records || (end && !chunk.is_empty()) {
-            if let Err(e) =
-                store_chunk(app, who, &mut chunk, &mut report, config.max_rejects_listed).await
+            // Chunks commit in order: the previous one first.
+            if let Err((e, start)) =
+                settle(&mut pending, &mut report, config.max_rejects_listed).await
             {
-                return retry_later(&e, &report, chunk_start);
+                return retry_later(&e, &report, start);
             }
+            let (ingestor, who, records) = (
+                app.ingestor.clone(),
+                who.clone(),
+                std::mem::replace(&mut chunk, Vec::with_capacity(config.chunk_records)),
+            );
+            pending = Some((
+                chunk_start,
+                tokio::spawn(async move { ingestor.ingest(&who, records).await }),
+            ));
             chunk_start = index;
         }
         if end {
             break;
         }
+    }
+    if let Err((e, start)) = settle(&mut pending, &mut report, config.max_rejects_listed).await {
+        return retry_later(&e, &report, start);
     }
     let answer = Answer {
         report: &report,
@@ -204,6 +224,28 @@ pub async fn ingest(
     Response::builder()
         .content_type("application/json")
         .body(serde_json::to_string(&answer).unwrap_or_default())
+}
+
+/// A chunk being stored: the index of its first record and its task (a
+/// task of its own, so that it runs while the handler parses the next).
+type Pending = (u64, tokio::task::JoinHandle<Result<IngestReport, ApiError>>);
+
+/// Waits for the pending chunk and adds its outcome to `report`; on failure
+/// returns the error and the index from which records were not stored.
+async fn settle(
+    pending: &mut Option<Pending>,
+    report: &mut IngestReport,
+    max_listed: usize,
+) -> Result<(), (ApiError, u64)> {
+    let Some((start, task)) = pending.take() else {
+        return Ok(());
+    };
+    let part = task
+        .await
+        .unwrap_or_else(|e| Err(ApiError::RetryLater(format!("storing stopped: {e}"))))
+        .map_err(|e| (e, start))?;
+    report.merge(part, max_listed);
+    Ok(())
 }
 
 async fn store_chunk(

@@ -303,22 +303,9 @@ impl Predictor {
             }
         }
         if !changed.is_empty() {
-            use sea_orm::ActiveModelTrait;
-            use sea_orm::sea_query::OnConflict;
-            let rows = changed
-                .iter()
-                .map(|(_, p)| battery_prediction::ActiveModel::from(p.clone()).reset_all());
-            battery_prediction::Entity::insert_many(rows)
-                .on_conflict(
-                    OnConflict::columns([
-                        battery_prediction::Column::BatteryId,
-                        battery_prediction::Column::ComputedAt,
-                    ])
-                    .do_nothing()
-                    .to_owned(),
-                )
-                .exec_without_returning(db)
-                .await?;
+            let rows: Vec<battery_prediction::Model> =
+                changed.iter().map(|(_, p)| p.clone()).collect();
+            store::insert(db, &rows).await?;
             for (owner, prediction) in changed {
                 self.0
                     .topic

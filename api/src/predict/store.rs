@@ -27,32 +27,48 @@ fn id_list(ids: &[i64]) -> String {
 
 const DAY_SECS: i64 = 86_400;
 
-/// Daily points of the last [`WINDOW_DAYS`] before each battery's newest
-/// day with SOH, its newest sample time and its highest cycle count there.
+/// Daily points of the last [`WINDOW_DAYS`] up to each battery's newest
+/// day with SOH, its newest sample time (`last_sample_at`, kept by the
+/// writer) and its latest cycle count from that day on (the newest sample
+/// that has one: cycle counts only grow, and a backward index scan stops at
+/// the first, where a maximum would read the whole day).
 pub async fn histories(db: &DatabaseConnection, ids: &[i64]) -> ApiResult<HashMap<i64, History>> {
-    let mut out: HashMap<i64, History> = HashMap::new();
     if ids.is_empty() {
-        return Ok(out);
+        return Ok(HashMap::new());
     }
-    let backend = db.get_database_backend();
+    if db.get_database_backend() == sea_orm::DbBackend::Postgres {
+        return histories_pg(db, ids).await;
+    }
     let list = id_list(ids);
     // Each battery's newest day with SOH, one index probe per battery (an
     // aggregate over the roll-ups would read every row of the window twice).
-    let newest = db
+    let heads = db
         .query_all_raw(Statement::from_string(
-            backend,
+            sea_orm::DbBackend::Sqlite,
             format!(
-                "SELECT b.id, (SELECT r.bucket FROM battery_rollups r WHERE r.battery_id = b.id \
-                 AND r.resolution = 'DAY' AND r.soh_n > 0 ORDER BY r.bucket DESC LIMIT 1) \
-                 FROM batteries b WHERE b.id IN ({list})"
+                "SELECT x.id, x.last_sample_at, x.last_day, (SELECT s.cycle_count FROM battery_samples s \
+                 WHERE s.battery_id = x.id AND s.ts >= x.last_day AND s.cycle_count IS NOT NULL \
+                 ORDER BY s.ts DESC LIMIT 1) \
+                 FROM (SELECT b.id, b.last_sample_at, (SELECT r.bucket FROM battery_rollups r \
+                 WHERE r.battery_id = b.id AND r.resolution = 'DAY' AND r.soh_n > 0 \
+                 ORDER BY r.bucket DESC LIMIT 1) AS last_day FROM batteries b WHERE b.id IN ({list})) x"
             ),
         ))
         .await?;
     let mut last_day: HashMap<i64, i64> = HashMap::new();
-    for row in newest {
+    let mut out: HashMap<i64, History> = HashMap::new();
+    for row in heads {
         let id: i64 = row.try_get_by_index(0)?;
-        if let Some(last) = row.try_get_by_index::<Option<DateTime<Utc>>>(1)? {
+        if let Some(last) = row.try_get_by_index::<Option<DateTime<Utc>>>(2)? {
             last_day.insert(id, last.timestamp().div_euclid(DAY_SECS));
+            out.insert(
+                id,
+                History {
+                    points: Vec::new(),
+                    as_of: row.try_get_by_index(1)?,
+                    efc: row.try_get_by_index::<Option<i32>>(3)?.map(i64::from),
+                },
+            );
         }
     }
     let Some(earliest_last) = last_day.values().min().copied() else {
@@ -60,51 +76,9 @@ pub async fn histories(db: &DatabaseConnection, ids: &[i64]) -> ApiResult<HashMa
     };
     let from = DateTime::<Utc>::from_timestamp((earliest_last - WINDOW_DAYS) * DAY_SECS, 0)
         .unwrap_or_default();
-    for (id, p) in day_points(db, &list, from).await? {
-        if last_day
-            .get(&id)
-            .is_none_or(|last| p.day <= last - WINDOW_DAYS)
-        {
-            continue;
-        }
-        out.entry(id).or_default().points.push(p);
-    }
-    let since = DateTime::<Utc>::from_timestamp(earliest_last * DAY_SECS, 0).unwrap_or_default();
-    let latest = db
-        .query_all_raw(Statement::from_sql_and_values(
-            backend,
-            format!(
-                "SELECT battery_id, MAX(ts) AS ts, MAX(cycle_count) AS efc FROM battery_samples \
-                 WHERE battery_id IN ({list}) AND ts >= {} GROUP BY battery_id",
-                placeholder(backend, 1)
-            ),
-            [since.into()],
-        ))
-        .await?;
-    for row in latest {
-        let id: i64 = row.try_get("", "battery_id")?;
-        if let Some(h) = out.get_mut(&id) {
-            h.as_of = row.try_get("", "ts")?;
-            h.efc = row.try_get::<Option<i32>>("", "efc")?.map(i64::from);
-        }
-    }
-    Ok(out)
-}
-
-/// The DAY roll-ups with SOH after `from` of the batteries in `list`, as
-/// (battery, point), each battery's in day order.
-async fn day_points(
-    db: &DatabaseConnection,
-    list: &str,
-    from: DateTime<Utc>,
-) -> ApiResult<Vec<(i64, DayPoint)>> {
-    let backend = db.get_database_backend();
-    if backend == sea_orm::DbBackend::Postgres {
-        return day_points_pg(db, list, from).await;
-    }
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
-            backend,
+            sea_orm::DbBackend::Sqlite,
             format!(
                 "SELECT battery_id, CAST(strftime('%s', bucket) AS INTEGER) / 86400, soh_sum, soh_n, \
                  temp_sum, temp_n, temp_max FROM battery_rollups \
@@ -114,81 +88,136 @@ async fn day_points(
             [from.into()],
         ))
         .await?;
-    let mut out = Vec::with_capacity(rows.len());
     for row in rows {
+        let id: i64 = row.try_get_by_index(0)?;
+        let day: i64 = row.try_get_by_index(1)?;
+        let (Some(h), Some(last)) = (out.get_mut(&id), last_day.get(&id)) else {
+            continue;
+        };
+        if day <= last - WINDOW_DAYS {
+            continue;
+        }
         let soh_sum: f64 = row.try_get_by_index(2)?;
         let soh_n: i64 = row.try_get_by_index(3)?;
         let temp_sum: f64 = row.try_get_by_index(4)?;
         let temp_n: i64 = row.try_get_by_index(5)?;
-        out.push((
-            row.try_get_by_index(0)?,
-            DayPoint {
-                day: row.try_get_by_index(1)?,
-                soh: (soh_sum / soh_n as f64) / 100.0,
-                temp_avg: (temp_n > 0).then(|| temp_sum / temp_n as f64),
-                temp_max: row.try_get_by_index(6)?,
-            },
-        ));
+        h.points.push(DayPoint {
+            day,
+            soh: (soh_sum / soh_n as f64) / 100.0,
+            temp_avg: (temp_n > 0).then(|| temp_sum / temp_n as f64),
+            temp_max: row.try_get_by_index(6)?,
+        });
     }
     Ok(out)
 }
 
-/// PostgreSQL: one row per battery, its days as arrays, each battery's read
-/// by its own index range in day order (a grouped aggregate over the whole
-/// batch sorted 90,000 rows on disk per batch). A 10,000-battery fleet has
-/// 1.8 million days in the window; decoding them row by row was most of a
-/// fleet refresh. `date_part` gives a float (EXTRACT gives a slower
-/// numeric). NaN stands for "no value" (checks refuse NaN).
-async fn day_points_pg(
-    db: &DatabaseConnection,
-    list: &str,
-    from: DateTime<Utc>,
-) -> ApiResult<Vec<(i64, DayPoint)>> {
+/// PostgreSQL: [`histories`] in one statement, one row per battery with its
+/// days as arrays, each battery's days read by its own index range in day
+/// order (a grouped aggregate over a batch sorted 90,000 rows on disk). A
+/// 10,000-battery fleet has 1.8 million days in the window; decoding them
+/// row by row was most of a fleet refresh. `date_part` gives a float
+/// (EXTRACT gives a slower numeric). NaN stands for "no value" (checks
+/// refuse NaN).
+async fn histories_pg(db: &DatabaseConnection, ids: &[i64]) -> ApiResult<HashMap<i64, History>> {
+    use sea_orm::sea_query::{ArrayType, Value};
+    let ids = Value::Array(
+        ArrayType::BigInt,
+        Some(Box::new(
+            ids.iter().map(|&id| Value::BigInt(Some(id))).collect(),
+        )),
+    );
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
             sea_orm::DbBackend::Postgres,
             format!(
-                "SELECT b.id, d.* FROM unnest(ARRAY[{list}]::bigint[]) b(id) CROSS JOIN LATERAL ( \
-                 SELECT array_agg(date_part('epoch', bucket)), array_agg(soh_sum / soh_n), \
-                 array_agg(CASE WHEN temp_n > 0 THEN temp_sum / temp_n ELSE 'NaN'::float8 END), \
-                 array_agg(COALESCE(temp_max, 'NaN'::float8)) \
-                 FROM (SELECT bucket, soh_sum, soh_n, temp_sum, temp_n, temp_max FROM battery_rollups \
-                 WHERE resolution = 'DAY' AND soh_n > 0 AND battery_id = b.id AND bucket > $1 \
-                 ORDER BY bucket) days) d"
+                "SELECT b.id, b.last_sample_at, c.cycle_count, d.* \
+                 FROM batteries b \
+                 CROSS JOIN LATERAL (SELECT r.bucket AS last_day FROM battery_rollups r \
+                   WHERE r.battery_id = b.id AND r.resolution = 'DAY' AND r.soh_n > 0 \
+                   ORDER BY r.bucket DESC LIMIT 1) n \
+                 CROSS JOIN LATERAL (SELECT array_agg(date_part('epoch', bucket)), array_agg(soh_sum / soh_n), \
+                   array_agg(CASE WHEN temp_n > 0 THEN temp_sum / temp_n ELSE 'NaN'::float8 END), \
+                   array_agg(COALESCE(temp_max, 'NaN'::float8)) \
+                   FROM (SELECT bucket, soh_sum, soh_n, temp_sum, temp_n, temp_max FROM battery_rollups \
+                   WHERE battery_id = b.id AND resolution = 'DAY' AND soh_n > 0 \
+                   AND bucket > n.last_day - INTERVAL '{WINDOW_DAYS} days' ORDER BY bucket) days) d \
+                 LEFT JOIN LATERAL (SELECT s.cycle_count FROM battery_samples s \
+                   WHERE s.battery_id = b.id AND s.ts >= n.last_day AND s.cycle_count IS NOT NULL \
+                   ORDER BY s.ts DESC LIMIT 1) c ON true \
+                 WHERE b.id = ANY($1)"
             ),
-            [from.into()],
+            [ids],
         ))
         .await?;
     let known = |v: f64| (!v.is_nan()).then_some(v);
-    let mut out = Vec::new();
+    let mut out = HashMap::with_capacity(rows.len());
     for row in rows {
         let id: i64 = row.try_get_by_index(0)?;
-        let Some(epochs) = row.try_get_by_index::<Option<Vec<f64>>>(1)? else {
+        let Some(epochs) = row.try_get_by_index::<Option<Vec<f64>>>(3)? else {
             continue;
         };
-        let soh: Vec<f64> = row.try_get_by_index(2)?;
-        let temp_avg: Vec<f64> = row.try_get_by_index(3)?;
-        let temp_max: Vec<f64> = row.try_get_by_index(4)?;
-        for (i, secs) in epochs.into_iter().enumerate() {
-            out.push((
-                id,
-                DayPoint {
-                    day: (secs / DAY_SECS as f64).floor() as i64,
-                    soh: soh.get(i).copied().unwrap_or(f64::NAN) / 100.0,
-                    temp_avg: temp_avg.get(i).copied().and_then(known),
-                    temp_max: temp_max.get(i).copied().and_then(known),
-                },
-            ));
-        }
+        let soh: Vec<f64> = row.try_get_by_index(4)?;
+        let temp_avg: Vec<f64> = row.try_get_by_index(5)?;
+        let temp_max: Vec<f64> = row.try_get_by_index(6)?;
+        let points = epochs
+            .into_iter()
+            .enumerate()
+            .map(|(i, secs)| DayPoint {
+                day: (secs / DAY_SECS as f64).floor() as i64,
+                soh: soh.get(i).copied().unwrap_or(f64::NAN) / 100.0,
+                temp_avg: temp_avg.get(i).copied().and_then(known),
+                temp_max: temp_max.get(i).copied().and_then(known),
+            })
+            .collect();
+        out.insert(
+            id,
+            History {
+                points,
+                as_of: row.try_get_by_index(1)?,
+                efc: row.try_get_by_index::<Option<i32>>(2)?.map(i64::from),
+            },
+        );
     }
     Ok(out)
 }
 
-fn placeholder(backend: sea_orm::DbBackend, n: usize) -> String {
-    match backend {
-        sea_orm::DbBackend::Postgres => format!("${n}"),
-        _ => "?".into(),
+/// Stores new predictions; one already stored at the same (battery, time)
+/// stays. PostgreSQL gets the rows as one JSON parameter expanded into the
+/// table's own row type: a multi-row insert of 500 predictions bound 8,500
+/// parameters, and building and planning it cost more than the inference.
+pub async fn insert(db: &DatabaseConnection, rows: &[battery_prediction::Model]) -> ApiResult<()> {
+    use sea_orm::sea_query::OnConflict;
+    use sea_orm::{ActiveModelTrait, DbBackend};
+    if rows.is_empty() {
+        return Ok(());
     }
+    if db.get_database_backend() == DbBackend::Postgres {
+        let json = serde_json::to_value(rows).map_err(|e| sea_orm::DbErr::Json(e.to_string()))?;
+        db.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "INSERT INTO battery_predictions \
+             SELECT * FROM jsonb_populate_recordset(NULL::battery_predictions, $1::jsonb) \
+             ON CONFLICT (battery_id, computed_at) DO NOTHING",
+            [json.into()],
+        ))
+        .await?;
+        return Ok(());
+    }
+    battery_prediction::Entity::insert_many(
+        rows.iter()
+            .map(|p| battery_prediction::ActiveModel::from(p.clone()).reset_all()),
+    )
+    .on_conflict(
+        OnConflict::columns([
+            battery_prediction::Column::BatteryId,
+            battery_prediction::Column::ComputedAt,
+        ])
+        .do_nothing()
+        .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
 }
 
 /// The newest stored prediction of each of `ids`.

@@ -1,6 +1,7 @@
 //! Battery telemetry: what producers send ([`input`]), how a sample is
 //! checked ([`checks`]), the shared ingestion path ([`pipeline`]) and its
-//! single batching [`writer`], the sample store ([`store`]) with its
+//! single batching [`writer`], the sample store ([`store`]; on PostgreSQL
+//! through `COPY`, [`pg_write`]) with its
 //! incremental hourly/daily roll-ups ([`rollup`]) and [`retention`], and the GraphQL
 //! surface ([`graphql`]: `ingestSamples`, `batteryMetrics`,
 //! `Battery.latestSample`).
@@ -9,6 +10,7 @@ pub mod checks;
 pub mod graphql;
 pub mod input;
 pub mod live;
+mod pg_write;
 pub mod pipeline;
 pub mod retention;
 pub mod rollup;

@@ -37,6 +37,7 @@ impl Ingestor {
             config.batch_rows,
             config.queue_depth,
             std::time::Duration::from_millis(config.enqueue_timeout_ms),
+            config.writers,
         );
         Self {
             db,

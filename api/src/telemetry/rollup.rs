@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use sea_orm::sea_query::{Alias, Expr, OnConflict, Query, SimpleExpr};
+use sea_orm::sea_query::{Alias, Expr, InsertStatement, OnConflict, Query, SimpleExpr};
 use sea_orm::{ConnectionTrait, DbBackend};
 
 use super::checks::Checked;
@@ -138,7 +138,15 @@ pub async fn upsert(
     db: &impl ConnectionTrait,
     buckets: HashMap<BucketKey, Bucket>,
 ) -> ApiResult<()> {
-    let backend = db.get_database_backend();
+    for statement in statements(db.get_database_backend(), buckets) {
+        db.execute(&statement).await?;
+    }
+    Ok(())
+}
+
+/// The upserts adding `buckets` to the stored roll-ups, in key order (two
+/// writers touching the same buckets lock them in the same order).
+pub fn statements(backend: DbBackend, buckets: HashMap<BucketKey, Bucket>) -> Vec<InsertStatement> {
     let mut columns: Vec<String> = vec![
         "battery_id".into(),
         "resolution".into(),
@@ -171,7 +179,9 @@ pub async fn upsert(
         columns.push(c.into());
         merge.push((c.into(), how));
     }
-    let rows: Vec<_> = buckets.into_iter().collect();
+    let mut rows: Vec<_> = buckets.into_iter().collect();
+    rows.sort_unstable_by_key(|(key, _)| *key);
+    let mut out = Vec::new();
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let mut insert = Query::insert();
         insert
@@ -212,9 +222,9 @@ pub async fn upsert(
             on_conflict.value(Alias::new(column.as_str()), combine(backend, column, how));
         }
         insert.on_conflict(on_conflict);
-        db.execute(&insert).await?;
+        out.push(insert);
     }
-    Ok(())
+    out
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use entities::{battery, battery_rollup, battery_sample};
-use sea_orm::sea_query::{ArrayType, Expr, ExprTrait, Value};
+use sea_orm::sea_query::{Expr, ExprTrait, Value};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait,
     IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, Statement, TryInsertResult,
@@ -20,128 +20,9 @@ use crate::error::ApiResult;
 /// Rows per INSERT: 15 columns × 1000 stays under SQLite's 32,766 bound parameters.
 const ROWS_PER_STATEMENT: usize = 1000;
 
-/// Rows per PostgreSQL `UNNEST` statement (15 array parameters, whatever the size).
-const ROWS_PER_ARRAY_STATEMENT: usize = 10_000;
-
-/// PostgreSQL: inserts with one array parameter per column
-/// (`INSERT … SELECT … FROM UNNEST(…)`), much cheaper to parse and bind than
-/// thousands of scalar parameters; returns the keys that were new. Array
-/// elements cannot be NULL when bound, so absent values travel as NaN (and
-/// -1 for the cycle count) — values the checks never accept — and become
-/// NULL again in SQL.
-async fn insert_unnest(txn: &DatabaseTransaction, rows: &[Checked]) -> ApiResult<Vec<SampleKey>> {
-    let array = |ty: ArrayType, values: Vec<Value>| Value::Array(ty, Some(Box::new(values)));
-    let doubles = |f: fn(&battery_sample::Model) -> Option<f64>| {
-        array(
-            ArrayType::Double,
-            rows.iter()
-                .map(|r| Value::Double(Some(f(&r.sample).unwrap_or(f64::NAN))))
-                .collect(),
-        )
-    };
-    let values = vec![
-        array(
-            ArrayType::BigInt,
-            rows.iter()
-                .map(|r| Value::BigInt(Some(r.sample.battery_id)))
-                .collect(),
-        ),
-        array(
-            ArrayType::ChronoDateTimeUtc,
-            rows.iter().map(|r| Value::from(r.sample.ts)).collect(),
-        ),
-        doubles(|s| s.voltage_v),
-        doubles(|s| s.current_a),
-        doubles(|s| s.power_w),
-        doubles(|s| s.soc_pct),
-        doubles(|s| s.soh_pct),
-        doubles(|s| s.temp_min_c),
-        doubles(|s| s.temp_max_c),
-        doubles(|s| s.temp_avg_c),
-        doubles(|s| s.energy_kwh),
-        doubles(|s| s.efficiency_pct),
-        array(
-            ArrayType::Int,
-            rows.iter()
-                .map(|r| Value::Int(Some(r.sample.cycle_count.unwrap_or(-1))))
-                .collect(),
-        ),
-        doubles(|s| s.cell_voltage_min_v),
-        doubles(|s| s.cell_voltage_max_v),
-    ];
-    let sql = "INSERT INTO battery_samples (battery_id, ts, voltage_v, current_a, power_w, soc_pct, soh_pct, \
-               temp_min_c, temp_max_c, temp_avg_c, energy_kwh, efficiency_pct, cycle_count, \
-               cell_voltage_min_v, cell_voltage_max_v) \
-               SELECT b, t, NULLIF(v, 'NaN'), NULLIF(a, 'NaN'), NULLIF(p, 'NaN'), NULLIF(soc, 'NaN'), \
-               NULLIF(soh, 'NaN'), NULLIF(tmin, 'NaN'), NULLIF(tmax, 'NaN'), NULLIF(tavg, 'NaN'), NULLIF(e, 'NaN'), \
-               NULLIF(eff, 'NaN'), NULLIF(c, -1), NULLIF(cmin, 'NaN'), NULLIF(cmax, 'NaN') \
-               FROM UNNEST($1::bigint[], $2::timestamptz[], $3::float8[], $4::float8[], $5::float8[], $6::float8[], \
-               $7::float8[], $8::float8[], $9::float8[], $10::float8[], $11::float8[], $12::float8[], $13::int[], \
-               $14::float8[], $15::float8[]) \
-               AS u(b, t, v, a, p, soc, soh, tmin, tmax, tavg, e, eff, c, cmin, cmax) \
-               ON CONFLICT (battery_id, ts) DO NOTHING RETURNING battery_id, ts";
-    let result = txn
-        .query_all_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            sql,
-            values,
-        ))
-        .await?;
-    result
-        .iter()
-        .map(|row| {
-            Ok((
-                row.try_get::<i64>("", "battery_id")?,
-                row.try_get::<DateTime<Utc>>("", "ts")?,
-            ))
-        })
-        .collect()
-}
-
-/// PostgreSQL: moves each battery's latest-sample pointer (and SOH) forward
-/// in one statement; never backwards for late samples.
-async fn set_latest_unnest(
-    txn: &DatabaseTransaction,
-    newest: &[&battery_sample::Model],
-) -> ApiResult<()> {
-    if newest.is_empty() {
-        return Ok(());
-    }
-    let array = |ty: ArrayType, values: Vec<Value>| Value::Array(ty, Some(Box::new(values)));
-    let values = vec![
-        array(
-            ArrayType::BigInt,
-            newest
-                .iter()
-                .map(|s| Value::BigInt(Some(s.battery_id)))
-                .collect(),
-        ),
-        array(
-            ArrayType::ChronoDateTimeUtc,
-            newest.iter().map(|s| Value::from(s.ts)).collect(),
-        ),
-        array(
-            ArrayType::Double,
-            newest
-                .iter()
-                .map(|s| Value::Double(Some(s.soh_pct.unwrap_or(f64::NAN))))
-                .collect(),
-        ),
-    ];
-    let sql = "UPDATE batteries AS b SET last_sample_at = u.t, soh_pct = COALESCE(NULLIF(u.soh, 'NaN'), b.soh_pct) \
-               FROM UNNEST($1::bigint[], $2::timestamptz[], $3::float8[]) AS u(id, t, soh) \
-               WHERE b.id = u.id AND (b.last_sample_at IS NULL OR b.last_sample_at < u.t)";
-    txn.execute_raw(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        sql,
-        values,
-    ))
-    .await?;
-    Ok(())
-}
-
-/// SQLite: [`set_latest_unnest`] with a `VALUES` list (`UPDATE … FROM`),
-/// one statement for many batteries instead of one each.
+/// SQLite: moves each battery's latest-sample pointer (and SOH) forward in
+/// one statement (`UPDATE … FROM` a `VALUES` list); never backwards for late
+/// samples.
 async fn set_latest_values(
     txn: &DatabaseTransaction,
     newest: &[&battery_sample::Model],
@@ -171,13 +52,17 @@ async fn set_latest_values(
 /// Keys of stored samples.
 pub type SampleKey = (i64, DateTime<Utc>);
 
-/// Stores samples of existing batteries in one transaction, adds the new
+/// Stores samples of existing batteries in one transaction (PostgreSQL:
+/// [`super::pg_write`]), adds the new
 /// ones to their hourly and daily roll-ups, and tells for each row whether it
 /// was new: a sample whose (battery, timestamp) is already stored, or
 /// repeated earlier in `rows`, is skipped (idempotent).
 pub async fn write(db: &DatabaseConnection, rows: &[Checked]) -> ApiResult<Vec<bool>> {
     if rows.is_empty() {
         return Ok(Vec::new());
+    }
+    if db.get_database_backend() == DbBackend::Postgres {
+        return super::pg_write::write(db.get_postgres_connection_pool(), rows).await;
     }
     let mut inserted = HashSet::with_capacity(rows.len());
     let txn = crate::db::begin_write(db).await?;
@@ -192,24 +77,18 @@ pub async fn write(db: &DatabaseConnection, rows: &[Checked]) -> ApiResult<Vec<b
         .into_iter()
         .filter_map(|(id, last)| last.map(|l| (id, l)))
         .collect();
-    if txn.get_database_backend() == DbBackend::Postgres {
-        for chunk in rows.chunks(ROWS_PER_ARRAY_STATEMENT) {
-            inserted.extend(insert_unnest(&txn, chunk).await?);
-        }
-    } else {
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let result = battery_sample::Entity::insert_many(
-                chunk.iter().map(|r| r.sample.clone().into_active_model()),
-            )
-            .on_conflict_do_nothing_on([
-                battery_sample::Column::BatteryId,
-                battery_sample::Column::Ts,
-            ])
-            .exec_with_returning_keys(&txn)
-            .await?;
-            if let TryInsertResult::Inserted(keys) = result {
-                inserted.extend(keys);
-            }
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let result = battery_sample::Entity::insert_many(
+            chunk.iter().map(|r| r.sample.clone().into_active_model()),
+        )
+        .on_conflict_do_nothing_on([
+            battery_sample::Column::BatteryId,
+            battery_sample::Column::Ts,
+        ])
+        .exec_with_returning_keys(&txn)
+        .await?;
+        if let TryInsertResult::Inserted(keys) = result {
+            inserted.extend(keys);
         }
     }
     // The rows that were stored: the first occurrence of each new key.
@@ -233,12 +112,8 @@ pub async fn write(db: &DatabaseConnection, rows: &[Checked]) -> ApiResult<Vec<b
         }
     }
     let newest: Vec<&battery_sample::Model> = newest.into_values().collect();
-    if txn.get_database_backend() == DbBackend::Postgres {
-        set_latest_unnest(&txn, &newest).await?;
-    } else {
-        for chunk in newest.chunks(ROWS_PER_STATEMENT) {
-            set_latest_values(&txn, chunk).await?;
-        }
+    for chunk in newest.chunks(ROWS_PER_STATEMENT) {
+        set_latest_values(&txn, chunk).await?;
     }
     txn.commit().await?;
     Ok(is_new)

@@ -1,15 +1,18 @@
-//! The single writer of samples. Producers (GraphQL, HTTP push, pollers, the
-//! demo) submit validated rows and wait; the writer coalesces whatever is
+//! The writer of samples. Producers (GraphQL, HTTP push, pollers, the
+//! demo) submit validated rows and wait; a writer task coalesces whatever is
 //! queued into one transaction, commits, and only then answers each producer
 //! with how many of its rows were new, and publishes the new rows on the
 //! [`Bus`] for live subscribers. The queue is bounded: when storage
 //! falls behind, producers wait, and after a timeout get `RETRY_LATER` —
-//! nothing acknowledged is ever dropped.
+//! nothing acknowledged is ever dropped. SQLite has one writer task (it has
+//! one write lock); PostgreSQL has `writers` of them, so that one batch is
+//! prepared and committed while another is copied in.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sea_orm::DatabaseConnection;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::checks::Checked;
 use super::store;
@@ -37,9 +40,18 @@ impl Writer {
         batch_rows: usize,
         queue_depth: usize,
         enqueue_timeout: Duration,
+        writers: usize,
     ) -> Self {
         let (tx, rx) = mpsc::channel(queue_depth.max(1));
-        tokio::spawn(run(db, bus, rx, batch_rows.max(1)));
+        let tasks = if db.get_database_backend() == sea_orm::DbBackend::Postgres {
+            writers.max(1)
+        } else {
+            1
+        };
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..tasks {
+            tokio::spawn(run(db.clone(), bus.clone(), rx.clone(), batch_rows.max(1)));
+        }
         Self {
             tx,
             enqueue_timeout,
@@ -69,19 +81,33 @@ impl Writer {
     }
 }
 
-async fn run(db: DatabaseConnection, bus: Bus, mut rx: mpsc::Receiver<Job>, batch_rows: usize) {
-    while let Some(first) = rx.recv().await {
-        let mut jobs = vec![first];
-        let mut rows = jobs[0].rows.len();
-        while rows < batch_rows {
-            match rx.try_recv() {
-                Ok(job) => {
-                    rows += job.rows.len();
-                    jobs.push(job);
-                }
-                Err(_) => break,
+/// Takes what is queued, up to `batch_rows` (at least one job); `None` when
+/// every handle is gone and the queue is empty.
+async fn next_batch(rx: &Mutex<mpsc::Receiver<Job>>, batch_rows: usize) -> Option<Vec<Job>> {
+    let mut rx = rx.lock().await;
+    let first = rx.recv().await?;
+    let mut rows = first.rows.len();
+    let mut jobs = vec![first];
+    while rows < batch_rows {
+        match rx.try_recv() {
+            Ok(job) => {
+                rows += job.rows.len();
+                jobs.push(job);
             }
+            Err(_) => break,
         }
+    }
+    Some(jobs)
+}
+
+async fn run(
+    db: DatabaseConnection,
+    bus: Bus,
+    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
+    batch_rows: usize,
+) {
+    while let Some(jobs) = next_batch(&rx, batch_rows).await {
+        let rows = jobs.iter().map(|j| j.rows.len()).sum();
         // One batch for the transaction; each job keeps its row count.
         let mut all = Vec::with_capacity(rows);
         let mut replies = Vec::with_capacity(jobs.len());
