@@ -24,7 +24,7 @@ use sea_query_sqlx::SqlxBinder;
 
 use super::checks::Checked;
 use super::rollup;
-use super::store::SampleKey;
+use super::store::{self, SampleKey};
 use crate::error::ApiResult;
 
 const COLUMNS: &str = "battery_id, ts, voltage_v, current_a, power_w, soc_pct, soh_pct, \
@@ -117,12 +117,7 @@ async fn write_once(pool: &PgPool, rows: &[Checked], copy: bool) -> Result<Vec<b
         }
     }
 
-    let new: Vec<&Checked> = rows
-        .iter()
-        .zip(&is_new)
-        .filter(|(_, n)| **n)
-        .map(|(r, _)| r)
-        .collect();
+    let new = store::new_rows(rows, &is_new);
     for statement in rollup::statements(DbBackend::Postgres, rollup::aggregate(&new, &previous)) {
         let (sql, values) = statement.build_sqlx(PostgresQueryBuilder);
         sqlx::query_with(sqlx::AssertSqlSafe(sql), values)
@@ -130,7 +125,7 @@ async fn write_once(pool: &PgPool, rows: &[Checked], copy: bool) -> Result<Vec<b
             .await
             .map_err(db_err)?;
     }
-    set_latest(&mut tx, new.iter().map(|r| &r.sample)).await?;
+    set_latest(&mut tx, &store::newest_per_battery(&new)).await?;
     tx.commit().await.map_err(db_err)?;
     Ok(is_new)
 }
@@ -239,22 +234,13 @@ async fn insert_checked(
 
 /// Moves each battery's latest-sample pointer (and SOH) forward to its
 /// newest new sample, in one statement; never backwards for late samples.
-async fn set_latest<'a>(
+async fn set_latest(
     tx: &mut Transaction<'static, Postgres>,
-    new: impl Iterator<Item = &'a battery_sample::Model>,
+    newest: &[&battery_sample::Model],
 ) -> Result<(), DbErr> {
-    let mut newest: HashMap<i64, &battery_sample::Model> = HashMap::new();
-    for s in new {
-        let entry = newest.entry(s.battery_id).or_insert(s);
-        if s.ts > entry.ts {
-            *entry = s;
-        }
-    }
     if newest.is_empty() {
         return Ok(());
     }
-    let mut newest: Vec<&battery_sample::Model> = newest.into_values().collect();
-    newest.sort_unstable_by_key(|s| s.battery_id);
     sqlx::query(
         "UPDATE batteries AS b SET last_sample_at = u.t, soh_pct = COALESCE(u.soh, b.soh_pct) \
          FROM UNNEST($1::bigint[], $2::timestamptz[], $3::float8[]) AS u(id, t, soh) \

@@ -96,14 +96,28 @@ pub async fn write(db: &DatabaseConnection, rows: &[Checked]) -> ApiResult<Vec<b
         .iter()
         .map(|r| inserted.remove(&(r.sample.battery_id, r.sample.ts)))
         .collect();
-    let new: Vec<&Checked> = rows
-        .iter()
-        .zip(&is_new)
+    let new = new_rows(rows, &is_new);
+    rollup::upsert(&txn, rollup::aggregate(&new, &previous)).await?;
+    let newest = newest_per_battery(&new);
+    for chunk in newest.chunks(ROWS_PER_STATEMENT) {
+        set_latest_values(&txn, chunk).await?;
+    }
+    txn.commit().await?;
+    Ok(is_new)
+}
+
+/// The rows flagged new.
+pub(super) fn new_rows<'a>(rows: &'a [Checked], is_new: &[bool]) -> Vec<&'a Checked> {
+    rows.iter()
+        .zip(is_new)
         .filter(|(_, n)| **n)
         .map(|(r, _)| r)
-        .collect();
-    rollup::upsert(&txn, rollup::aggregate(&new, &previous)).await?;
+        .collect()
+}
 
+/// Each battery's newest sample among `new`, in battery order (writers
+/// update battery rows in the same order).
+pub(super) fn newest_per_battery<'a>(new: &[&'a Checked]) -> Vec<&'a battery_sample::Model> {
     let mut newest: HashMap<i64, &battery_sample::Model> = HashMap::new();
     for s in new.iter().map(|r| &r.sample) {
         let entry = newest.entry(s.battery_id).or_insert(s);
@@ -111,12 +125,9 @@ pub async fn write(db: &DatabaseConnection, rows: &[Checked]) -> ApiResult<Vec<b
             *entry = s;
         }
     }
-    let newest: Vec<&battery_sample::Model> = newest.into_values().collect();
-    for chunk in newest.chunks(ROWS_PER_STATEMENT) {
-        set_latest_values(&txn, chunk).await?;
-    }
-    txn.commit().await?;
-    Ok(is_new)
+    let mut newest: Vec<&battery_sample::Model> = newest.into_values().collect();
+    newest.sort_unstable_by_key(|s| s.battery_id);
+    newest
 }
 
 /// [`write`] for samples from a trusted source (fixtures, tests), without
