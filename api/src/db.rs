@@ -8,6 +8,8 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
 
 use crate::metrics::Metrics;
 
+mod nodelay;
+
 /// Opens a pool to `url`. For SQLite, creates the file's directory and turns
 /// on write-ahead logging so readers never block the writer.
 pub async fn connect(
@@ -34,6 +36,16 @@ pub async fn connect(
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true)
         });
+    if let Some(port) = postgres_tcp_port(url) {
+        opts.map_sqlx_postgres_pool_opts(move |pool| {
+            pool.after_connect(move |_, _| {
+                Box::pin(async move {
+                    nodelay::set_on_sockets_to(port);
+                    Ok(())
+                })
+            })
+        });
+    }
     let mut db = Database::connect(opts)
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to the database ({}): {e}", redact(url)))?;
@@ -80,6 +92,17 @@ fn sqlite_path(url: &str) -> Option<String> {
     (!path.is_empty() && path != ":memory:").then(|| path.to_owned())
 }
 
+/// The TCP port of a PostgreSQL URL; `None` for other databases and for
+/// Unix-socket connections.
+fn postgres_tcp_port(url: &str) -> Option<u16> {
+    use std::str::FromStr;
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return None;
+    }
+    let options = sea_orm::sqlx::postgres::PgConnectOptions::from_str(url).ok()?;
+    options.get_socket().is_none().then(|| options.get_port())
+}
+
 /// The URL without its password, for logs and error messages.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -107,5 +130,39 @@ mod tests {
             Some("./data/x.db")
         );
         assert_eq!(sqlite_path("sqlite::memory:"), None);
+    }
+
+    #[test]
+    fn postgres_port_only_over_tcp() {
+        assert_eq!(postgres_tcp_port("postgres://u@h:6543/db"), Some(6543));
+        assert_eq!(postgres_tcp_port("postgresql://u@h/db"), Some(5432));
+        assert_eq!(
+            postgres_tcp_port("postgres://u@localhost/db?host=/var/run/postgresql"),
+            None
+        );
+        assert_eq!(postgres_tcp_port("sqlite://x.db"), None);
+    }
+
+    /// Every pooled connection to PostgreSQL over TCP has Nagle's
+    /// algorithm off (see [`nodelay`]).
+    #[tokio::test]
+    async fn postgres_connections_have_nodelay() {
+        let url = crate::fixtures::pg_base_url();
+        let port = postgres_tcp_port(&url).expect("the test database is reached over TCP");
+        let db = connect(&url, 3, &Metrics::default())
+            .await
+            .expect("PostgreSQL is reachable");
+        // Three connections at once: the pool opens more than its first.
+        let held: Vec<_> = futures_util::future::join_all(
+            (0..3).map(|_| db.get_postgres_connection_pool().acquire()),
+        )
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .expect("connections");
+        assert_eq!(held.len(), 3);
+        let (sockets, turned_on) = nodelay::set_on_sockets_to(port);
+        assert!(sockets >= 3, "{sockets} sockets to the database");
+        assert_eq!(turned_on, 0, "every one already had TCP_NODELAY");
     }
 }

@@ -5,6 +5,7 @@ mod common;
 use std::collections::HashSet;
 
 use common::{TestApp, create_chain};
+use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
 
 on_both_backends!(
@@ -431,6 +432,14 @@ async fn delete_refuses_children_unless_cascade(t: TestApp) {
             .await;
         assert_eq!(code, "CONFLICT", "{mutation} with children");
     }
+    let stored = t
+        .data(
+            "mutation($b: String!) { ingestSamples(samples: [{battery: $b, ts: \"2026-01-01T00:00:00Z\", socPct: 50}]) { accepted } }",
+            json!({ "b": a[4] }),
+        )
+        .await;
+    assert_eq!(stored["ingestSamples"]["accepted"], 1);
+    assert_eq!(t.raw_sample_count(&a[4]).await, 1);
     let deleted = t
         .data(
             "mutation($id: ID!) { deleteSite(id: $id, cascade: true) }",
@@ -447,6 +456,21 @@ async fn delete_refuses_children_unless_cascade(t: TestApp) {
             .await;
         assert_eq!(n["node"], Value::Null, "subtree is gone");
     }
+    // The battery's samples went with it (on PostgreSQL a trigger does
+    // this, as the table has no foreign key).
+    let samples_left = t
+        .app
+        .db
+        .query_one_raw(Statement::from_string(
+            t.app.db.get_database_backend(),
+            "SELECT COUNT(*) AS n FROM battery_samples",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<i64>("", "n")
+        .unwrap();
+    assert_eq!(samples_left, 0, "samples of deleted batteries are deleted");
     let still = t
         .data(
             "query($id: ID!) { node(id: $id) { id } }",

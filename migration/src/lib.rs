@@ -1,6 +1,7 @@
-//! SeaORM migrations of TrackingBMS. Each migration runs unchanged on SQLite
-//! and PostgreSQL; `api` applies them on `serve` (unless disabled) and on
-//! `trackingbms migrate`.
+//! SeaORM migrations of TrackingBMS. Each migration runs on SQLite and
+//! PostgreSQL, some with steps of PostgreSQL's only (an index, the raw
+//! samples' foreign key replaced by the writer's lock and a trigger); `api`
+//! applies them on `serve` (unless disabled) and on `trackingbms migrate`.
 
 pub use sea_orm_migration::prelude::*;
 
@@ -12,6 +13,7 @@ mod m20261121_000005_predictions;
 mod m20261121_000006_schedules;
 mod m20261121_000007_cell_voltages;
 mod m20261121_000008_poll_leases;
+mod m20261122_000009_samples_without_foreign_key;
 
 pub struct Migrator;
 
@@ -27,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000006_schedules::Migration),
             Box::new(m20261121_000007_cell_voltages::Migration),
             Box::new(m20261121_000008_poll_leases::Migration),
+            Box::new(m20261122_000009_samples_without_foreign_key::Migration),
         ]
     }
 }

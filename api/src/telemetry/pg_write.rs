@@ -1,26 +1,36 @@
 //! PostgreSQL's write of a batch of samples, on a connection of sea-orm's
 //! pool used directly (sea-orm has no `COPY`). New samples go in with
 //! binary `COPY`, whose bulk heap inserts run at about twice the rate of
-//! `INSERT … ON CONFLICT`. A sample is new when it is newer than its
-//! battery's newest stored one, or, for a late one, when its key is not in
-//! the table (an index probe).
+//! `INSERT … ON CONFLICT`.
+//!
+//! Which samples are new is left to the table's unique key first: the
+//! batch is copied whole, and only if the key finds one already stored
+//! (a resent batch) is the copy undone (to a savepoint) and the batch
+//! sorted out — a sample newer than its battery's newest stored one is
+//! new, a late one is new when an index probe does not find its key — and
+//! the new ones copied. Probing every late sample first cost a third of a
+//! write when concurrent uploads each send a different time range.
 //!
 //! Several writers may run at once (other replicas, or the writer's own
 //! tasks). If two store the same key concurrently, the second `COPY` meets a
-//! unique-key violation and its batch is written again with per-row
-//! conflict checks (`INSERT … ON CONFLICT DO NOTHING`), which tell which
-//! rows were new. Roll-up buckets and battery rows are updated in key order,
-//! so concurrent writers wait for each other rather than deadlock.
+//! unique-key violation even after the probe, and its batch is written
+//! again with per-row conflict checks (`INSERT … ON CONFLICT DO NOTHING`),
+//! which tell which rows were new. Roll-up buckets and battery rows are
+//! updated in key order, so concurrent writers wait for each other rather
+//! than deadlock.
+//!
+//! `battery_samples` has no foreign key on PostgreSQL (it cost a query per
+//! copied row): a write locks its batteries `FOR KEY SHARE` once, as the
+//! key's check would, and skips rows whose battery was deleted since they
+//! were checked — as if they had been stored and then deleted with it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use entities::battery_sample;
-use sea_orm::sea_query::PostgresQueryBuilder;
 use sea_orm::sqlx::{self, PgPool, Postgres, Transaction};
-use sea_orm::{DbBackend, DbErr, RuntimeErr};
-use sea_query_sqlx::SqlxBinder;
+use sea_orm::{DbErr, RuntimeErr};
 
 use super::checks::Checked;
 use super::rollup;
@@ -62,72 +72,129 @@ async fn write_once(pool: &PgPool, rows: &[Checked], copy: bool) -> Result<Vec<b
     let mut ids: Vec<i64> = rows.iter().map(|r| r.sample.battery_id).collect();
     ids.sort_unstable();
     ids.dedup();
-    let previous: HashMap<i64, DateTime<Utc>> = sqlx::query_as::<_, (i64, Option<DateTime<Utc>>)>(
-        "SELECT id, last_sample_at FROM batteries WHERE id = ANY($1)",
+    // In id order, like every writer, so that lockers wait rather than deadlock.
+    let batteries: Vec<(i64, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "SELECT id, last_sample_at FROM batteries WHERE id = ANY($1) ORDER BY id FOR KEY SHARE",
     )
     .bind(&ids)
     .fetch_all(&mut *tx)
     .await
-    .map_err(db_err)?
-    .into_iter()
-    .filter_map(|(id, last)| last.map(|l| (id, l)))
-    .collect();
+    .map_err(db_err)?;
+    let existing: HashSet<i64> = batteries.iter().map(|(id, _)| *id).collect();
+    if existing.len() < ids.len() {
+        tracing::warn!(
+            deleted = ids.len() - existing.len(),
+            "batteries deleted while their samples were being written; their samples are dropped"
+        );
+    }
+    let previous: HashMap<i64, DateTime<Utc>> = batteries
+        .into_iter()
+        .filter_map(|(id, last)| last.map(|l| (id, l)))
+        .collect();
 
-    // The first occurrence of each key; newer than its battery's pointer or not.
-    let mut is_new = vec![false; rows.len()];
+    // The first occurrence of each key of an existing battery.
     let mut seen: HashSet<SampleKey> = HashSet::with_capacity(rows.len());
-    let (mut fresh, mut late) = (Vec::new(), Vec::new());
-    for (i, r) in rows.iter().enumerate() {
-        let s = &r.sample;
-        if !seen.insert((s.battery_id, s.ts)) {
-            continue;
-        }
-        if copy && previous.get(&s.battery_id).is_none_or(|last| s.ts > *last) {
-            is_new[i] = true;
-            fresh.push(s);
-        } else {
-            late.push((i, s));
-        }
-    }
-    if copy && !late.is_empty() {
-        let samples: Vec<&battery_sample::Model> = late.iter().map(|(_, s)| *s).collect();
-        let stored = stored_keys(&mut tx, &samples).await?;
-        for (i, s) in late.drain(..) {
-            if !stored.contains(&(s.battery_id, s.ts)) {
-                is_new[i] = true;
-                fresh.push(s);
-            }
-        }
-    }
-    if !fresh.is_empty() {
-        let mut sink = tx
-            .copy_in_raw(&format!(
-                "COPY battery_samples ({COLUMNS}) FROM STDIN (FORMAT binary)"
-            ))
-            .await
-            .map_err(db_err)?;
-        sink.send(binary_copy(&fresh)).await.map_err(db_err)?;
-        sink.finish().await.map_err(db_err)?;
-    }
-    if !late.is_empty() {
-        let samples: Vec<&battery_sample::Model> = late.iter().map(|(_, s)| *s).collect();
-        let stored = insert_checked(&mut tx, &samples).await?;
-        for (i, s) in late {
-            is_new[i] = stored.contains(&(s.battery_id, s.ts));
-        }
-    }
+    let candidates: Vec<usize> = (0..rows.len())
+        .filter(|&i| {
+            let s = &rows[i].sample;
+            existing.contains(&s.battery_id) && seen.insert((s.battery_id, s.ts))
+        })
+        .collect();
+    let is_new = if copy {
+        store_copied(&mut tx, rows, &candidates, &previous).await?
+    } else {
+        store_checked(&mut tx, rows, &candidates).await?
+    };
 
     let new = store::new_rows(rows, &is_new);
-    for statement in rollup::statements(DbBackend::Postgres, rollup::aggregate(&new, &previous)) {
-        let (sql, values) = statement.build_sqlx(PostgresQueryBuilder);
-        sqlx::query_with(sqlx::AssertSqlSafe(sql), values)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-    }
+    upsert_rollups(&mut tx, rollup::aggregate(&new, &previous)).await?;
     set_latest(&mut tx, &store::newest_per_battery(&new)).await?;
     tx.commit().await.map_err(db_err)?;
     Ok(is_new)
+}
+
+/// Copies the candidates whole; if one is already stored, undoes that and
+/// copies those found new (see the module's doc). Tells for each row
+/// whether it was new.
+async fn store_copied(
+    tx: &mut Transaction<'static, Postgres>,
+    rows: &[Checked],
+    candidates: &[usize],
+    previous: &HashMap<i64, DateTime<Utc>>,
+) -> Result<Vec<bool>, DbErr> {
+    let mut is_new = vec![false; rows.len()];
+    let samples = |which: &[usize]| -> Vec<&battery_sample::Model> {
+        which.iter().map(|&i| &rows[i].sample).collect()
+    };
+    execute(tx, "SAVEPOINT before_copy").await?;
+    match copy_in(tx, &samples(candidates)).await {
+        Ok(()) => {
+            for &i in candidates {
+                is_new[i] = true;
+            }
+            return Ok(is_new);
+        }
+        Err(err) if is_unique_violation(&err) => {
+            tracing::debug!("some samples of the batch are stored already; probing the late ones");
+            execute(tx, "ROLLBACK TO SAVEPOINT before_copy").await?;
+        }
+        Err(err) => return Err(err),
+    }
+    let (mut new, late): (Vec<usize>, Vec<usize>) = candidates.iter().partition(|&&i| {
+        let s = &rows[i].sample;
+        previous.get(&s.battery_id).is_none_or(|last| s.ts > *last)
+    });
+    let stored = stored_keys(tx, &samples(&late)).await?;
+    new.extend(
+        late.into_iter()
+            .filter(|&i| !stored.contains(&(rows[i].sample.battery_id, rows[i].sample.ts))),
+    );
+    copy_in(tx, &samples(&new)).await?;
+    for i in new {
+        is_new[i] = true;
+    }
+    Ok(is_new)
+}
+
+/// Inserts the candidates with per-row conflict checks; tells for each row
+/// whether it was new.
+async fn store_checked(
+    tx: &mut Transaction<'static, Postgres>,
+    rows: &[Checked],
+    candidates: &[usize],
+) -> Result<Vec<bool>, DbErr> {
+    let samples: Vec<&battery_sample::Model> =
+        candidates.iter().map(|&i| &rows[i].sample).collect();
+    let stored = insert_checked(tx, &samples).await?;
+    let mut is_new = vec![false; rows.len()];
+    for &i in candidates {
+        is_new[i] = stored.contains(&(rows[i].sample.battery_id, rows[i].sample.ts));
+    }
+    Ok(is_new)
+}
+
+async fn execute(tx: &mut Transaction<'static, Postgres>, sql: &'static str) -> Result<(), DbErr> {
+    sqlx::query(sql).execute(&mut **tx).await.map_err(db_err)?;
+    Ok(())
+}
+
+/// `COPY`s `samples` in binary format.
+async fn copy_in(
+    tx: &mut Transaction<'static, Postgres>,
+    samples: &[&battery_sample::Model],
+) -> Result<(), DbErr> {
+    if samples.is_empty() {
+        return Ok(());
+    }
+    let mut sink = tx
+        .copy_in_raw(&format!(
+            "COPY battery_samples ({COLUMNS}) FROM STDIN (FORMAT binary)"
+        ))
+        .await
+        .map_err(db_err)?;
+    sink.send(binary_copy(samples)).await.map_err(db_err)?;
+    sink.finish().await.map_err(db_err)?;
+    Ok(())
 }
 
 /// `samples` in `COPY`'s binary format: a header, then per row the field
@@ -178,14 +245,21 @@ fn binary_copy(samples: &[&battery_sample::Model]) -> Vec<u8> {
     out
 }
 
-/// Which of `samples` (late ones) are already stored: an index probe each.
+/// Which of `samples` (late ones) are already stored.
 async fn stored_keys(
     tx: &mut Transaction<'static, Postgres>,
     samples: &[&battery_sample::Model],
 ) -> Result<HashSet<SampleKey>, DbErr> {
+    if samples.is_empty() {
+        return Ok(HashSet::new());
+    }
+    // LATERAL … LIMIT 1: an index probe per key, whatever the planner
+    // guesses of the array's length (a plain join was hashed against a scan
+    // of the whole table).
     let keys: Vec<(i64, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT s.battery_id, s.ts FROM UNNEST($1::bigint[], $2::timestamptz[]) AS k(id, ts) \
-         JOIN battery_samples s ON s.battery_id = k.id AND s.ts = k.ts",
+        "SELECT k.id, k.ts FROM UNNEST($1::bigint[], $2::timestamptz[]) AS k(id, ts) \
+         CROSS JOIN LATERAL (SELECT 1 FROM battery_samples s \
+         WHERE s.battery_id = k.id AND s.ts = k.ts LIMIT 1) hit",
     )
     .bind(samples.iter().map(|s| s.battery_id).collect::<Vec<_>>())
     .bind(samples.iter().map(|s| s.ts).collect::<Vec<_>>())
@@ -230,6 +304,33 @@ async fn insert_checked(
     .await
     .map_err(db_err)?;
     Ok(keys.into_iter().collect())
+}
+
+/// Adds `buckets` to the stored roll-ups with [`rollup::pg_upsert_sql`]:
+/// one array per column, rows in key order.
+async fn upsert_rollups(
+    tx: &mut Transaction<'static, Postgres>,
+    buckets: HashMap<rollup::BucketKey, rollup::Bucket>,
+) -> Result<(), DbErr> {
+    let rows = rollup::sorted(buckets);
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let cells: Vec<Vec<rollup::Cell>> = rows.iter().map(|(_, b)| rollup::cells(b)).collect();
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(rollup::pg_upsert_sql()))
+        .bind(rows.iter().map(|(k, _)| k.0).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(k, _)| k.1).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(k, _)| k.2).collect::<Vec<_>>());
+    for column in 0..cells[0].len() {
+        query = query.bind(
+            cells
+                .iter()
+                .map(|row| row[column].as_f64())
+                .collect::<Vec<_>>(),
+        );
+    }
+    query.execute(&mut **tx).await.map_err(db_err)?;
+    Ok(())
 }
 
 /// Moves each battery's latest-sample pointer (and SOH) forward to its
