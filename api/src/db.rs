@@ -92,6 +92,12 @@ fn sqlite_path(url: &str) -> Option<String> {
     (!path.is_empty() && path != ":memory:").then(|| path.to_owned())
 }
 
+/// An error of a statement run with sqlx directly on sea-orm's pool (COPY,
+/// array binds), as sea-orm's own error.
+pub fn sqlx_error(e: sea_orm::sqlx::Error) -> sea_orm::DbErr {
+    sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(std::sync::Arc::new(e)))
+}
+
 /// The TCP port of a PostgreSQL URL; `None` for other databases and for
 /// Unix-socket connections.
 fn postgres_tcp_port(url: &str) -> Option<u16> {

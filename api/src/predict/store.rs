@@ -153,7 +153,7 @@ async fn histories_pg(db: &DatabaseConnection, ids: &[i64]) -> ApiResult<HashMap
     .bind(ids)
     .fetch_all(db.get_postgres_connection_pool())
     .await
-    .map_err(sqlx_err)?;
+    .map_err(crate::db::sqlx_error)?;
     let mut out = HashMap::with_capacity(rows.len());
     for (id, as_of, cycles, buckets, soh_sum, soh_n, temp_sum, temp_n, temp_max) in rows {
         let points = buckets
@@ -249,12 +249,8 @@ async fn insert_pg(db: &DatabaseConnection, rows: &[battery_prediction::Model]) 
     .bind(rows.iter().map(|p| p.model_version.as_str()).collect::<Vec<_>>())
     .execute(db.get_postgres_connection_pool())
     .await
-    .map_err(sqlx_err)?;
+    .map_err(crate::db::sqlx_error)?;
     Ok(())
-}
-
-fn sqlx_err(e: sea_orm::sqlx::Error) -> sea_orm::DbErr {
-    sea_orm::DbErr::Query(sea_orm::RuntimeErr::SqlxError(std::sync::Arc::new(e)))
 }
 
 /// The newest stored prediction of each of `ids`.

@@ -25,7 +25,6 @@
 //! were checked — as if they had been stored and then deleted with it.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use entities::battery_sample;
@@ -35,6 +34,7 @@ use sea_orm::{DbErr, RuntimeErr};
 use super::checks::Checked;
 use super::rollup;
 use super::store::{self, SampleKey};
+use crate::db::sqlx_error as db_err;
 use crate::error::ApiResult;
 
 const COLUMNS: &str = "battery_id, ts, voltage_v, current_a, power_w, soc_pct, soh_pct, \
@@ -43,10 +43,6 @@ const COLUMNS: &str = "battery_id, ts, voltage_v, current_a, power_w, soc_pct, s
 
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01 UTC).
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
-
-fn db_err(e: sqlx::Error) -> DbErr {
-    DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e)))
-}
 
 /// Stores the new samples of `rows` (see [`super::store::write`]).
 pub async fn write(pool: &PgPool, rows: &[Checked]) -> ApiResult<Vec<bool>> {
