@@ -114,6 +114,27 @@ async fn parity(t: TestApp) {
                         );
                     }
                 }
+                // The factor rows' model is the forecast's median life: on
+                // this row and on rows with features set to typical values.
+                let reference = &t.app.predictor.manifest().reference_values;
+                let mut rows = vec![x];
+                for k in 0..x.len() {
+                    let mut y = x;
+                    y[k] = reference[k];
+                    rows.push(y);
+                }
+                let whole = predict::forecast_raw(&t.app.predictor, &rows).expect("inference");
+                let median =
+                    predict::remaining_life_raw(&t.app.predictor, &rows).expect("inference");
+                assert_eq!(median.len(), rows.len());
+                for (r, m) in median.iter().enumerate() {
+                    let w = whole[1][r * 3 + 1];
+                    assert!(
+                        (m - w).abs() < 1e-5,
+                        "{}: row {r}: median life {m} vs forecast {w}",
+                        f["cell"]
+                    );
+                }
             }
         }
         let python_a = floats(&f["anomaly_features"]);
@@ -311,22 +332,27 @@ async fn registry_rejects_bad_models_activates_and_rolls_back() {
     let (code, _) = error(&upload(&t, "FORECAST", "v2", model("forecast")).await);
     assert_eq!(code, "CONFLICT");
 
-    let f = fixture("ISEA");
+    // A cell short of its end of life, so that it has factors.
+    let f = fixture("INL");
     let [.., battery] = create_chain(&t, "registry").await;
     ingest(&t, &battery, f["samples"].as_array().unwrap()).await;
     let id = battery_row_id(&battery);
     let builtin = t.app.predictor.manifest().version.clone();
     let version = |p: &Vec<entities::battery_prediction::Model>| p[0].model_version.clone();
-    assert!(
-        version(&t.app.predictor.refresh(&[id]).await.unwrap())
-            .starts_with(&format!("forecast:{builtin}"))
-    );
+    let with_builtin = t.app.predictor.refresh(&[id]).await.unwrap();
+    assert!(version(&with_builtin).starts_with(&format!("forecast:{builtin}")));
 
     let a = t
         .data("mutation($id: ID!) { activatePredictionModel(id: $id) { version active activatedAt } }", json!({ "id": v2["id"] }))
         .await;
     assert_eq!(a["activatePredictionModel"]["active"], true);
-    assert!(version(&t.app.predictor.refresh(&[id]).await.unwrap()).starts_with("forecast:v2+"));
+    let with_v2 = t.app.predictor.refresh(&[id]).await.unwrap();
+    assert!(version(&with_v2).starts_with("forecast:v2+"));
+    // v2 holds the built-in forecast's bytes: the factors (from its median
+    // life, here from the whole uploaded model) are the built-in ones.
+    let factors = with_builtin[0].factors.as_array().expect("factors");
+    assert!(!factors.is_empty(), "{factors:?}");
+    assert_eq!(with_v2[0].factors, with_builtin[0].factors);
     let p = t.data(PREDICTION, json!({ "id": battery })).await["node"]["prediction"].clone();
     assert!(
         p["modelVersion"]

@@ -5,6 +5,9 @@ persistence and linear extrapolation, and writes:
 - `api/models/onnx/forecast.onnx`: SOH in 30 days (quantiles 0.1/0.5/0.9 of
   the change), remaining useful life (quantiles of log1p(days)) and the
   calibrated probability of reaching end of life within 30 days;
+- `api/models/onnx/remaining_life.onnx`: the forecast's median remaining life
+  alone, derived from its trees (for the factor rows; see
+  `derive_remaining_life`);
 - `api/models/onnx/anomaly.onnx`: an isolation forest over recent daily
   behaviour, exported as one TreeEnsembleRegressor (see `export_isolation_forest`);
 - `api/models/onnx/manifest.json`: feature names, reference values, metrics;
@@ -336,6 +339,48 @@ def export_forecast(models, path):
     onnx.save(model, path)
 
 
+# Target of the median remaining life (log1p days) in the forecast ensemble.
+RUL_MEDIAN_TARGET = 3 + QUANTILES.index(0.5)
+
+
+def derive_remaining_life(forecast_path, path):
+    """The forecast model's median remaining life alone: the trees of that
+    one target (a ninth of the ensemble), one output `rul_log1p_median`
+    [N, 1]. The server runs it for the factor rows (each battery with one
+    feature group set to its typical value), which need nothing else."""
+    forecast = onnx.load(forecast_path)
+    [ensemble] = [n for n in forecast.graph.node if n.op_type == "TreeEnsembleRegressor"]
+    source = {a.name: helper.get_attribute_value(a) for a in ensemble.attribute}
+    trees = {t for t, target in zip(source["target_treeids"], source["target_ids"]) if target == RUL_MEDIAN_TARGET}
+    attrs = defaultdict(list)
+    node_keys = [k for k in source if k.startswith("nodes_")]
+    for i, tree in enumerate(source["nodes_treeids"]):
+        if tree in trees:
+            for k in node_keys:
+                attrs[k].append(source[k][i])
+    for i, tree in enumerate(source["target_treeids"]):
+        if tree in trees:
+            for k in ["target_treeids", "target_nodeids", "target_weights"]:
+                attrs[k].append(source[k][i])
+            attrs["target_ids"].append(0)
+    attrs["nodes_modes"] = [m.decode() if isinstance(m, bytes) else m for m in attrs["nodes_modes"]]
+    node = helper.make_node(
+        "TreeEnsembleRegressor", ["features"], ["rul_log1p_median"], domain="ai.onnx.ml",
+        n_targets=1, aggregate_function="SUM", post_transform="NONE",
+        base_values=[source["base_values"][RUL_MEDIAN_TARGET]], **attrs,
+    )
+    graph = helper.make_graph(
+        [node], "trackingbms_remaining_life",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, len(F.FORECAST_FEATURES)])],
+        [helper.make_tensor_value_info("rul_log1p_median", TensorProto.FLOAT, [None, 1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)])
+    model.ir_version = 8
+    model.producer_name = "trackingbms-train"
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+
+
 def average_path_length(n):
     """c(n) of Liu et al.: the mean depth of an unsuccessful search in a BST."""
     n = np.asarray(n, dtype=np.float64)
@@ -550,6 +595,10 @@ def main():
     sample_x = [r["x"] for r in test_rows[:: max(1, len(test_rows) // 2000)]]
     soh, rul, fail = predict_forecast(models, sample_x)
     worst_f, _ = check_onnx(forecast_path, sample_x, [soh, rul, fail[:, None]], ["soh_delta", "rul_log1p", "failure_probability"])
+    remaining_life_path = os.path.join(OUT, "remaining_life.onnx")
+    derive_remaining_life(forecast_path, remaining_life_path)
+    worst_r, _ = check_onnx(remaining_life_path, sample_x, [rul[:, 1:2]], ["rul_log1p_median"])
+    worst_f = max(worst_f, worst_r)
     ax = anomaly_x[:2000]
     worst_a, _ = check_onnx(anomaly_path, ax, [-forest.score_samples(ax)[:, None]], ["anomaly_score"])
     log(f"ONNX matches scikit-learn: forecast within {worst_f:.2e}, anomaly within {worst_a:.2e}")

@@ -39,6 +39,8 @@ use runtime::{Kind, Pool};
 /// The committed models, trained by `scripts/train-models.sh`.
 pub const BUILTIN_FORECAST: &[u8] = include_bytes!("../../models/onnx/forecast.onnx");
 pub const BUILTIN_ANOMALY: &[u8] = include_bytes!("../../models/onnx/anomaly.onnx");
+/// The built-in forecast's median remaining life alone (derived from it).
+pub const BUILTIN_REMAINING_LIFE: &[u8] = include_bytes!("../../models/onnx/remaining_life.onnx");
 const BUILTIN_MANIFEST: &str = include_str!("../../models/onnx/manifest.json");
 
 /// Batteries refreshed per batch.
@@ -93,6 +95,17 @@ struct ModelSet {
     version: String,
     forecast: Arc<Pool>,
     anomaly: Arc<Pool>,
+    /// The forecast's median remaining life alone, for the factor rows;
+    /// `None` for an uploaded forecast (its factor rows run it whole).
+    remaining_life: Option<Arc<Pool>>,
+}
+
+/// The committed models, loaded once.
+#[derive(Clone)]
+struct Builtin {
+    forecast: Arc<Pool>,
+    anomaly: Arc<Pool>,
+    remaining_life: Arc<Pool>,
 }
 
 struct Inner {
@@ -100,7 +113,7 @@ struct Inner {
     config: PredictionsConfig,
     env: Result<Environment, String>,
     manifest: Manifest,
-    builtin: Mutex<Option<(Arc<Pool>, Arc<Pool>)>>,
+    builtin: Mutex<Option<Builtin>>,
     /// Loaded registry versions, by row id.
     uploaded: Mutex<HashMap<i64, Arc<Pool>>>,
     topic: Topic<PredictionEvent>,
@@ -162,7 +175,7 @@ impl Predictor {
             .map_err(|why| ApiError::Unavailable(format!("predictions are unavailable: {why}")))
     }
 
-    fn builtin(&self) -> ApiResult<(Arc<Pool>, Arc<Pool>)> {
+    fn builtin(&self) -> ApiResult<Builtin> {
         let env = self.environment()?;
         let mut slot = self
             .0
@@ -180,10 +193,11 @@ impl Predictor {
                     ApiError::Unavailable(format!("the built-in model does not load: {e}"))
                 })
         };
-        let pools = (
-            load(Kind::Forecast, BUILTIN_FORECAST)?,
-            load(Kind::Anomaly, BUILTIN_ANOMALY)?,
-        );
+        let pools = Builtin {
+            forecast: load(Kind::Forecast, BUILTIN_FORECAST)?,
+            anomaly: load(Kind::Anomaly, BUILTIN_ANOMALY)?,
+            remaining_life: load(Kind::RemainingLife, BUILTIN_REMAINING_LIFE)?,
+        };
         *slot = Some(pools.clone());
         Ok(pools)
     }
@@ -206,7 +220,7 @@ impl Predictor {
 
     /// The models serving `tenant_id` now: its active versions, else built-in.
     async fn models(&self, tenant_id: i64) -> ApiResult<ModelSet> {
-        let (builtin_forecast, builtin_anomaly) = self.builtin()?;
+        let builtin = self.builtin()?;
         let db = &self.0.db;
         let forecast = registry::active(db, tenant_id, Kind::Forecast).await?;
         let anomaly = registry::active(db, tenant_id, Kind::Anomaly).await?;
@@ -215,18 +229,19 @@ impl Predictor {
                 .map_or_else(|| self.0.manifest.version.clone(), |m| m.version.clone())
         };
         let version = format!("forecast:{}+anomaly:{}", name(&forecast), name(&anomaly));
-        let forecast = match &forecast {
-            Some(m) => self.uploaded(m, Kind::Forecast)?,
-            None => builtin_forecast,
+        let (forecast, remaining_life) = match &forecast {
+            Some(m) => (self.uploaded(m, Kind::Forecast)?, None),
+            None => (builtin.forecast, Some(builtin.remaining_life)),
         };
         let anomaly = match &anomaly {
             Some(m) => self.uploaded(m, Kind::Anomaly)?,
-            None => builtin_anomaly,
+            None => builtin.anomaly,
         };
         Ok(ModelSet {
             version,
             forecast,
             anomaly,
+            remaining_life,
         })
     }
 
@@ -451,10 +466,10 @@ fn infer(
     config: &PredictionsConfig,
     now: DateTime<Utc>,
 ) -> Result<Vec<battery_prediction::Model>, String> {
-    // Each battery with features: its row, then one row per factor group
-    // with that group set to the typical value.
-    let per = 1 + FACTORS.len();
+    // Each battery with features: its row, and one factor row per factor
+    // group with that group set to the typical value.
     let mut rows = Vec::new();
+    let mut factor_rows = Vec::new();
     for x in inputs.iter().filter_map(|i| i.forecast.as_ref()) {
         rows.extend(as_f32(x.iter().copied()));
         for (_, group) in FACTORS {
@@ -464,10 +479,18 @@ fn infer(
                     y[k] = *r;
                 }
             }
-            rows.extend(as_f32(y.into_iter()));
+            factor_rows.extend(as_f32(y.into_iter()));
         }
     }
     let forecast = models.forecast.run(&rows)?;
+    // The median remaining life of each factor row (log1p days).
+    let factor_life: Vec<f32> = match &models.remaining_life {
+        Some(pool) => pool.run(&factor_rows)?.swap_remove(0),
+        None => models.forecast.run(&factor_rows)?[1]
+            .chunks(3)
+            .map(|q| q[1])
+            .collect(),
+    };
     let anomaly_rows: Vec<f32> = as_f32(inputs.iter().filter_map(|i| i.anomaly).flatten());
     let anomaly = models.anomaly.run(&anomaly_rows)?;
     let (soh, rul, fail) = (&forecast[0], &forecast[1], &forecast[2]);
@@ -497,7 +520,7 @@ fn infer(
             model_version: models.version.clone(),
         };
         if let Some(x) = &input.forecast {
-            let base = f * per;
+            let base = f;
             f += 1;
             let soh_now = x[0];
             let q = |v: &[f32], row: usize, k: usize| f64::from(v[row * 3 + k]);
@@ -522,7 +545,10 @@ fn infer(
             let mut factors: Vec<(f64, &str)> = FACTORS
                 .iter()
                 .enumerate()
-                .map(|(g, (name, _))| (life[1] - days(base + 1 + g, 1), *name))
+                .map(|(g, (name, _))| {
+                    let without = f64::from(factor_life[base * FACTORS.len() + g]);
+                    (life[1] - without.exp_m1().max(0.0), *name)
+                })
                 .filter(|(impact, _)| !past_end && impact.abs() >= 0.5)
                 .collect();
             factors.sort_by(|x, y| y.0.abs().total_cmp(&x.0.abs()));
@@ -562,16 +588,26 @@ pub fn risk_level(rul_days: f64, config: &PredictionsConfig) -> &'static str {
 
 /// Runs the forecast model on raw feature rows (benchmarks and parity tests).
 pub fn forecast_raw(p: &Predictor, rows: &[[f64; 12]]) -> ApiResult<Vec<Vec<f32>>> {
-    let (forecast, _) = p.builtin()?;
-    forecast
+    p.builtin()?
+        .forecast
         .run(&as_f32(rows.iter().flatten().copied()))
+        .map_err(ApiError::Unavailable)
+}
+
+/// Runs the built-in median remaining-life model on raw feature rows
+/// (parity tests: it must equal the forecast's `rul_log1p` median).
+pub fn remaining_life_raw(p: &Predictor, rows: &[[f64; 12]]) -> ApiResult<Vec<f32>> {
+    p.builtin()?
+        .remaining_life
+        .run(&as_f32(rows.iter().flatten().copied()))
+        .map(|mut v| v.swap_remove(0))
         .map_err(ApiError::Unavailable)
 }
 
 /// Runs the anomaly model on raw feature rows (benchmarks and parity tests).
 pub fn anomaly_raw(p: &Predictor, rows: &[[f64; 6]]) -> ApiResult<Vec<f32>> {
-    let (_, anomaly) = p.builtin()?;
-    anomaly
+    p.builtin()?
+        .anomaly
         .run(&as_f32(rows.iter().flatten().copied()))
         .map(|mut v| v.swap_remove(0))
         .map_err(ApiError::Unavailable)

@@ -66,6 +66,10 @@ pub fn environment(config: &PredictionsConfig) -> Result<Environment, String> {
 pub enum Kind {
     Forecast,
     Anomaly,
+    /// The built-in forecast's median remaining life alone, a ninth of its
+    /// trees, for the factor rows (not uploadable: it is derived from the
+    /// built-in forecast by the training script).
+    RemainingLife,
 }
 
 impl Kind {
@@ -73,6 +77,7 @@ impl Kind {
         match self {
             Kind::Forecast => "FORECAST",
             Kind::Anomaly => "ANOMALY",
+            Kind::RemainingLife => "REMAINING_LIFE",
         }
     }
 
@@ -96,6 +101,7 @@ impl Kind {
                 ],
             ),
             Kind::Anomaly => (ANOMALY_FEATURES.len(), &[("anomaly_score", 1)]),
+            Kind::RemainingLife => (FORECAST_FEATURES.len(), &[("rul_log1p_median", 1)]),
         }
     }
 }

@@ -112,16 +112,15 @@ pub async fn histories(db: &DatabaseConnection, ids: &[i64]) -> ApiResult<HashMa
 }
 
 /// A battery's row of [`histories_pg`]: id, `last_sample_at`, cycle count,
-/// then its days' columns as arrays.
+/// then its days as arrays: bucket, mean SOH (%), mean and highest
+/// temperature.
 type HistoryRow = (
     i64,
     Option<DateTime<Utc>>,
     Option<i32>,
     Vec<DateTime<Utc>>,
     Vec<f64>,
-    Vec<i64>,
-    Vec<f64>,
-    Vec<i64>,
+    Vec<Option<f64>>,
     Vec<Option<f64>>,
 );
 
@@ -129,9 +128,10 @@ type HistoryRow = (
 /// days' roll-up columns as arrays, each battery's days read by its own
 /// index range in day order (a grouped aggregate over a batch sorted 90,000
 /// rows on disk). A 10,000-battery fleet has 1.8 million days in the
-/// window; decoding them row by row was most of a fleet refresh. The arrays
-/// hold the stored columns as they are: means computed in the query cost
-/// PostgreSQL half as much again as reading the days.
+/// window; decoding them row by row was most of a fleet refresh. Each
+/// array costs PostgreSQL about as much as computing a mean: four arrays
+/// with the means computed in the query take a third less time than six of
+/// the stored sums and counts (38 against 58–65 ms for 500 batteries).
 async fn histories_pg(db: &DatabaseConnection, ids: &[i64]) -> ApiResult<HashMap<i64, History>> {
     use sea_orm::sqlx;
     let rows: Vec<HistoryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -140,8 +140,8 @@ async fn histories_pg(db: &DatabaseConnection, ids: &[i64]) -> ApiResult<HashMap
          CROSS JOIN LATERAL (SELECT r.bucket AS last_day FROM battery_rollups r \
            WHERE r.battery_id = b.id AND r.resolution = 'DAY' AND r.soh_n > 0 \
            ORDER BY r.bucket DESC LIMIT 1) n \
-         CROSS JOIN LATERAL (SELECT array_agg(bucket), array_agg(soh_sum), array_agg(soh_n), \
-           array_agg(temp_sum), array_agg(temp_n), array_agg(temp_max) \
+         CROSS JOIN LATERAL (SELECT array_agg(bucket), array_agg(soh_sum / soh_n), \
+           array_agg(temp_sum / NULLIF(temp_n, 0)), array_agg(temp_max) \
            FROM (SELECT bucket, soh_sum, soh_n, temp_sum, temp_n, temp_max FROM battery_rollups \
            WHERE battery_id = b.id AND resolution = 'DAY' AND soh_n > 0 \
            AND bucket > n.last_day - INTERVAL '{WINDOW_DAYS} days' ORDER BY bucket) days) d \
@@ -155,21 +155,15 @@ async fn histories_pg(db: &DatabaseConnection, ids: &[i64]) -> ApiResult<HashMap
     .await
     .map_err(crate::db::sqlx_error)?;
     let mut out = HashMap::with_capacity(rows.len());
-    for (id, as_of, cycles, buckets, soh_sum, soh_n, temp_sum, temp_n, temp_max) in rows {
+    for (id, as_of, cycles, buckets, soh, temp_avg, temp_max) in rows {
         let points = buckets
             .iter()
             .enumerate()
-            .map(|(i, bucket)| {
-                let mean = |sum: &[f64], n: &[i64]| match (sum.get(i), n.get(i)) {
-                    (Some(sum), Some(&n)) if n > 0 => Some(sum / n as f64),
-                    _ => None,
-                };
-                DayPoint {
-                    day: bucket.timestamp().div_euclid(DAY_SECS),
-                    soh: mean(&soh_sum, &soh_n).unwrap_or(f64::NAN) / 100.0,
-                    temp_avg: mean(&temp_sum, &temp_n),
-                    temp_max: temp_max.get(i).copied().flatten(),
-                }
+            .map(|(i, bucket)| DayPoint {
+                day: bucket.timestamp().div_euclid(DAY_SECS),
+                soh: soh.get(i).copied().unwrap_or(f64::NAN) / 100.0,
+                temp_avg: temp_avg.get(i).copied().flatten(),
+                temp_max: temp_max.get(i).copied().flatten(),
             })
             .collect();
         out.insert(
