@@ -124,7 +124,9 @@ pub async fn ingest(
 
     let mut report = IngestReport::default();
     let mut header: Option<csv::StringRecord> = None;
-    let mut chunk: Vec<Record> = Vec::with_capacity(config.chunk_records);
+    // Grown as records come: a small body does not reserve a whole chunk.
+    let first_capacity = config.chunk_records.min(1024);
+    let mut chunk: Vec<Record> = Vec::with_capacity(first_capacity);
     let mut index: u64 = 0;
     let mut chunk_start: u64 = 0;
     // The previous chunk is stored while this one is parsed.
@@ -202,7 +204,7 @@ pub async fn ingest(
             let (ingestor, who, records) = (
                 app.ingestor.clone(),
                 who.clone(),
-                std::mem::replace(&mut chunk, Vec::with_capacity(config.chunk_records)),
+                std::mem::replace(&mut chunk, Vec::with_capacity(first_capacity)),
             );
             pending = Some((
                 chunk_start,
