@@ -520,19 +520,19 @@ fn infer(
             model_version: models.version.clone(),
         };
         if let Some(x) = &input.forecast {
-            let base = f;
+            let row = f;
             f += 1;
             let soh_now = x[0];
             let q = |v: &[f32], row: usize, k: usize| f64::from(v[row * 3 + k]);
             let days = |row: usize, k: usize| q(rul, row, k).exp_m1().max(0.0);
             let mut band = [
-                (soh_now + q(soh, base, 0)) * 100.0,
-                (soh_now + q(soh, base, 1)) * 100.0,
-                (soh_now + q(soh, base, 2)) * 100.0,
+                (soh_now + q(soh, row, 0)) * 100.0,
+                (soh_now + q(soh, row, 1)) * 100.0,
+                (soh_now + q(soh, row, 2)) * 100.0,
             ];
             band.sort_by(f64::total_cmp);
             let past_end = soh_now < input.end_of_life;
-            let mut life = [days(base, 0), days(base, 1), days(base, 2)];
+            let mut life = [days(row, 0), days(row, 1), days(row, 2)];
             life.sort_by(f64::total_cmp);
             if past_end {
                 life = [0.0; 3];
@@ -540,13 +540,13 @@ fn infer(
             let probability = if past_end {
                 1.0
             } else {
-                f64::from(fail[base]).clamp(0.0, 1.0)
+                f64::from(fail[row]).clamp(0.0, 1.0)
             };
             let mut factors: Vec<(f64, &str)> = FACTORS
                 .iter()
                 .enumerate()
                 .map(|(g, (name, _))| {
-                    let without = f64::from(factor_life[base * FACTORS.len() + g]);
+                    let without = f64::from(factor_life[row * FACTORS.len() + g]);
                     (life[1] - without.exp_m1().max(0.0), *name)
                 })
                 .filter(|(impact, _)| !past_end && impact.abs() >= 0.5)
@@ -594,21 +594,20 @@ pub fn forecast_raw(p: &Predictor, rows: &[[f64; 12]]) -> ApiResult<Vec<Vec<f32>
         .map_err(ApiError::Unavailable)
 }
 
-/// Runs the built-in median remaining-life model on raw feature rows
-/// (parity tests: it must equal the forecast's `rul_log1p` median).
-pub fn remaining_life_raw(p: &Predictor, rows: &[[f64; 12]]) -> ApiResult<Vec<f32>> {
-    p.builtin()?
-        .remaining_life
-        .run(&as_f32(rows.iter().flatten().copied()))
+/// Runs a one-output model on raw feature rows.
+fn single_output<const W: usize>(pool: &Pool, rows: &[[f64; W]]) -> ApiResult<Vec<f32>> {
+    pool.run(&as_f32(rows.iter().flatten().copied()))
         .map(|mut v| v.swap_remove(0))
         .map_err(ApiError::Unavailable)
 }
 
+/// Runs the built-in median remaining-life model on raw feature rows
+/// (parity tests: it must equal the forecast's `rul_log1p` median).
+pub fn remaining_life_raw(p: &Predictor, rows: &[[f64; 12]]) -> ApiResult<Vec<f32>> {
+    single_output(&p.builtin()?.remaining_life, rows)
+}
+
 /// Runs the anomaly model on raw feature rows (benchmarks and parity tests).
 pub fn anomaly_raw(p: &Predictor, rows: &[[f64; 6]]) -> ApiResult<Vec<f32>> {
-    p.builtin()?
-        .anomaly
-        .run(&as_f32(rows.iter().flatten().copied()))
-        .map(|mut v| v.swap_remove(0))
-        .map_err(ApiError::Unavailable)
+    single_output(&p.builtin()?.anomaly, rows)
 }
