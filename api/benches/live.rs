@@ -1,13 +1,18 @@
 //! Live fan-out: ingest → subscriber latency at a sustained ingest rate with
 //! many subscribers (each watching one battery), and the memory of idle
-//! subscriptions. In process, on SQLite, samples go through the real
-//! pipeline (checks, writer, commit, bus, subscription).
+//! subscriptions. In process, on SQLite and then on PostgreSQL, samples go
+//! through the real pipeline (checks, writer, commit, bus, subscription).
+//! Each run also prints how long the ingest calls took to be acknowledged
+//! (committed), which separates the write path from the fan-out.
 //!
 //!     cargo bench -p trackingbms-api --bench live
 //!
 //! Environment: LIVE_RATE (samples/s, default 50000), LIVE_SUBSCRIBERS
 //! (default 1000), LIVE_SECONDS (default 5), LIVE_IDLE (default 10000),
-//! LIVE_IDLE_WAVE (idle subscriptions set up at once, default 500).
+//! LIVE_IDLE_WAVE (idle subscriptions set up at once, default 500),
+//! LIVE_BACKENDS (default `sqlite,postgres`), TEST_DATABASE_URL (the
+//! PostgreSQL server; a fresh schema is created), RUST_LOG
+//! (`trackingbms_api::telemetry=debug` shows each written batch).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,18 +58,34 @@ fn subscribe(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
+    let backends = std::env::var("LIVE_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
+    let mut idle = env("LIVE_IDLE", 10_000);
+    for backend in backends.split(',') {
+        let dir = tempfile::tempdir()?;
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        if backend == "postgres" {
+            config.database_url = Some(fixtures::fresh_pg_schema(&fixtures::pg_base_url()).await?);
+        }
+        config.modbus.enabled = false;
+        config.ingest.writers = env("LIVE_WRITERS", config.ingest.writers);
+        println!("{backend}:");
+        run(App::build(config).await?, idle).await?;
+        // Idle memory once: it does not depend on the database.
+        idle = 0;
+    }
+    Ok(())
+}
+
+async fn run(app: App, idle: usize) -> anyhow::Result<()> {
     let rate = env("LIVE_RATE", 50_000);
     let subscribers = env("LIVE_SUBSCRIBERS", 1_000);
     let seconds = env("LIVE_SECONDS", 5);
-    let idle = env("LIVE_IDLE", 10_000);
-
-    let dir = tempfile::tempdir()?;
-    let mut config = Config {
-        data_dir: dir.path().to_path_buf(),
-        ..Config::default()
-    };
-    config.modbus.enabled = false;
-    let app = App::build(config).await?;
     let spec = FleetSpec {
         clients: 1,
         sites_per_client: 1,
@@ -85,37 +106,39 @@ async fn main() -> anyhow::Result<()> {
     };
     anyhow::ensure!(batteries.len() == created);
 
-    // Idle subscriptions: memory per subscription, each driven by its own
-    // task as a server's connection would. They arrive in waves of
-    // IDLE_WAVE (clients connecting over a few seconds, not all in the same
-    // millisecond); a wave is set up once registered on the bus.
-    let wave = env("LIVE_IDLE_WAVE", 500);
-    let before = rss_mb();
-    let mut idle_tasks = Vec::with_capacity(idle);
-    for k in 0..idle {
-        let mut s = subscribe(&app, batteries[k % batteries.len()]);
-        idle_tasks.push(tokio::spawn(
-            async move { while s.next().await.is_some() {} },
-        ));
-        if (k + 1) % wave == 0 || k + 1 == idle {
-            while app.bus.subscriptions() < k + 1 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
+    if idle > 0 {
+        // Idle subscriptions: memory per subscription, each driven by its own
+        // task as a server's connection would. They arrive in waves of
+        // IDLE_WAVE (clients connecting over a few seconds, not all in the same
+        // millisecond); a wave is set up once registered on the bus.
+        let wave = env("LIVE_IDLE_WAVE", 500);
+        let before = rss_mb();
+        let mut idle_tasks = Vec::with_capacity(idle);
+        for k in 0..idle {
+            let mut s = subscribe(&app, batteries[k % batteries.len()]);
+            idle_tasks.push(tokio::spawn(
+                async move { while s.next().await.is_some() {} },
+            ));
+            if (k + 1) % wave == 0 || k + 1 == idle {
+                while app.bus.subscriptions() < k + 1 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
             }
         }
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = rss_mb();
-    println!(
-        "idle: {idle} subscriptions take {:.1} MB ({:.1} KB each); process RSS {:.1} MB",
-        after - before,
-        (after - before) * 1024.0 / idle as f64,
-        after
-    );
-    for t in &idle_tasks {
-        t.abort();
-    }
-    for t in idle_tasks {
-        let _ = t.await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let after = rss_mb();
+        println!(
+            "idle: {idle} subscriptions take {:.1} MB ({:.1} KB each); process RSS {:.1} MB",
+            after - before,
+            (after - before) * 1024.0 / idle as f64,
+            after
+        );
+        for t in &idle_tasks {
+            t.abort();
+        }
+        for t in idle_tasks {
+            let _ = t.await;
+        }
     }
 
     // Active subscribers, one per battery, recording latency from the
@@ -143,6 +166,7 @@ async fn main() -> anyhow::Result<()> {
     let who = app.system("bench");
     let tick = Duration::from_millis(10);
     let per_tick = rate / 100;
+    let acks = Arc::new(Mutex::new(Vec::<(bool, f64)>::new()));
     let started = Instant::now();
     let mut sent = 0usize;
     let mut next = Instant::now();
@@ -168,8 +192,13 @@ async fn main() -> anyhow::Result<()> {
         cursor += per_tick;
         let ingestor = app.ingestor.clone();
         let who = who.clone();
+        let acks = acks.clone();
+        let produced = Instant::now();
         tokio::spawn(async move {
-            let _ = ingestor.ingest(&who, records).await;
+            let ok = ingestor.ingest(&who, records).await.is_ok();
+            acks.lock()
+                .await
+                .push((ok, produced.elapsed().as_secs_f64() * 1000.0));
         });
         sent += per_tick;
         tokio::time::sleep_until(next.into()).await;
@@ -182,6 +211,23 @@ async fn main() -> anyhow::Result<()> {
     }
     for t in tasks {
         let _ = t.await;
+    }
+    let mut acked: Vec<f64> = acks
+        .lock()
+        .await
+        .iter()
+        .filter(|a| a.0)
+        .map(|a| a.1)
+        .collect();
+    let refused = acks.lock().await.iter().filter(|a| !a.0).count();
+    acked.sort_by(|a, b| a.total_cmp(b));
+    if !acked.is_empty() {
+        println!(
+            "ingest calls: {} acknowledged (p50 {:.1} ms, p99 {:.1} ms to commit), {refused} refused",
+            acked.len(),
+            acked[acked.len() / 2],
+            acked[(acked.len() * 99 / 100).min(acked.len() - 1)]
+        );
     }
     let mut lat = latencies.lock().await.clone();
     anyhow::ensure!(!lat.is_empty(), "no sample reached a subscriber");

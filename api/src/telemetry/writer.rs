@@ -115,7 +115,15 @@ async fn run(
             replies.push((job.reply, job.rows.len()));
             all.extend(job.rows);
         }
-        match store::write(&db, &all).await {
+        let started = std::time::Instant::now();
+        let written = store::write(&db, &all).await;
+        tracing::debug!(
+            rows,
+            jobs = replies.len(),
+            ms = started.elapsed().as_secs_f64() * 1000.0,
+            "sample batch written"
+        );
+        match written {
             Ok(is_new) => {
                 let mut flags = is_new.iter();
                 for (reply, len) in replies {
