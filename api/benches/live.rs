@@ -10,7 +10,8 @@
 //! Environment: LIVE_RATE (samples/s, default 50000), LIVE_SUBSCRIBERS
 //! (default 1000), LIVE_SECONDS (default 5), LIVE_IDLE (default 10000),
 //! LIVE_IDLE_WAVE (idle subscriptions set up at once, default 500),
-//! LIVE_BACKENDS (default `sqlite,postgres`), TEST_DATABASE_URL (the
+//! LIVE_BACKENDS (default `sqlite,postgres`), LIVE_WRITERS (PostgreSQL
+//! writer tasks, default `ingest.writers`), TEST_DATABASE_URL (the
 //! PostgreSQL server; a fresh schema is created), RUST_LOG
 //! (`trackingbms_api::telemetry=debug` shows each written batch).
 
