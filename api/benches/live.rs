@@ -42,6 +42,14 @@ fn rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// The `p` quantile of ascending `sorted` (NaN when empty).
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(f64::NAN)
+}
+
 const LIVE: &str =
     "subscription($b: ID!) { liveMetrics(scope: {batteryId: $b}) { sample { ts } } }";
 
@@ -213,27 +221,22 @@ async fn run(app: App, idle: usize) -> anyhow::Result<()> {
     for t in tasks {
         let _ = t.await;
     }
-    let mut acked: Vec<f64> = acks
-        .lock()
-        .await
-        .iter()
-        .filter(|a| a.0)
-        .map(|a| a.1)
-        .collect();
-    let refused = acks.lock().await.iter().filter(|a| !a.0).count();
+    let (ok, refused): (Vec<_>, Vec<_>) = std::mem::take(&mut *acks.lock().await)
+        .into_iter()
+        .partition(|(ok, _)| *ok);
+    let mut acked: Vec<f64> = ok.into_iter().map(|(_, ms)| ms).collect();
     acked.sort_by(|a, b| a.total_cmp(b));
-    if !acked.is_empty() {
-        println!(
-            "ingest calls: {} acknowledged (p50 {:.1} ms, p99 {:.1} ms to commit), {refused} refused",
-            acked.len(),
-            acked[acked.len() / 2],
-            acked[(acked.len() * 99 / 100).min(acked.len() - 1)]
-        );
-    }
+    println!(
+        "ingest calls: {} acknowledged (p50 {:.1} ms, p99 {:.1} ms to commit), {} refused",
+        acked.len(),
+        percentile(&acked, 0.5),
+        percentile(&acked, 0.99),
+        refused.len()
+    );
     let mut lat = latencies.lock().await.clone();
     anyhow::ensure!(!lat.is_empty(), "no sample reached a subscriber");
     lat.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    let pct = |p: f64| percentile(&lat, p);
     println!(
         "active: {subscribers} subscribers, {sent} samples offered at {:.0}/s for {elapsed:.1} s, {} delivered: latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; RSS {:.1} MB",
         sent as f64 / elapsed,
