@@ -376,6 +376,9 @@ pub struct IngestConfig {
     pub batch_rows: usize,
     /// Write transactions in flight at once on PostgreSQL (SQLite has one).
     pub writers: usize,
+    /// How often the roll-up backlog is added to the hourly and daily
+    /// roll-ups (reads of roll-ups also add it first).
+    pub rollup_fold_ms: u64,
     /// Submissions that may wait for the writer; beyond that producers wait.
     pub queue_depth: usize,
     /// How long a producer waits for room before getting `RETRY_LATER`.
@@ -446,6 +449,7 @@ impl Default for IngestConfig {
             max_future_secs: 300,
             batch_rows: 20_000,
             writers: 2,
+            rollup_fold_ms: 1_000,
             queue_depth: 16,
             enqueue_timeout_ms: 10_000,
             chunk_records: 20_000,

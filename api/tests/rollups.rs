@@ -12,6 +12,26 @@ on_both_backends!(
     auto_resolution_and_retention
 );
 
+mod folds_count_each_sample_once {
+    use super::common::{Backend, TestApp};
+
+    /// The periodic fold is off (an hour), so the scenario decides when
+    /// folds run.
+    async fn app(backend: Backend) -> TestApp {
+        TestApp::with_config(backend, |c| c.ingest.rollup_fold_ms = 3_600_000).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::folds_count_each_sample_once(app(Backend::Sqlite).await).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::folds_count_each_sample_once(app(Backend::Postgres).await).await
+    }
+}
+
 const INGEST: &str = "mutation($s: [SampleInput!]!) { ingestSamples(samples: $s) { accepted stored rejectedCount } }";
 
 const POINTS: &str = "query($id: ID!, $from: DateTime!, $to: DateTime!, $res: MetricResolution!) {
@@ -215,5 +235,96 @@ async fn auto_resolution_and_retention(t: TestApp) {
         d["batteryMetrics"]["totalCount"].as_u64().unwrap(),
         days,
         "roll-ups are kept"
+    );
+}
+
+/// Writes append partial buckets that folds add to the roll-ups. With
+/// writes and folds running at once (the periodic fold, readers' folds,
+/// other replicas'), each stored sample is counted once; a battery deleted
+/// while its partial buckets wait does not hold up the others'.
+async fn folds_count_each_sample_once(t: TestApp) {
+    let a = create_chain(&t, "A").await;
+    let b = create_chain(&t, "B").await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let folders: Vec<_> = (0..2)
+        .map(|_| {
+            let db = t.app.db.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    trackingbms_api::telemetry::fold::fold(&db).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    // 12 writes of 10 samples per battery, two a minute, at 40 V + minute / 4.
+    let writes =
+        (0..12).map(|w| {
+            let samples: Vec<Value> = (0..10)
+                .flat_map(|k| {
+                    let minute = w * 5 + k / 2;
+                    let ts = format!("2026-03-01T10:{minute:02}:{:02}Z", (k % 2) * 30);
+                    ["SN-A", "SN-B"].map(|serial| {
+                    json!({ "battery": serial, "ts": ts, "voltageV": 40.0 + minute as f64 / 4.0 })
+                })
+                })
+                .collect();
+            let t = &t;
+            async move {
+                t.data(INGEST, json!({ "s": samples })).await["ingestSamples"]["stored"].clone()
+            }
+        });
+    let stored = futures_util::future::join_all(writes).await;
+    assert!(stored.iter().all(|s| *s == 20), "{stored:?}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for f in folders {
+        f.await.unwrap();
+    }
+
+    // More samples of B, then B is deleted before they are folded.
+    let late_b = json!([{ "battery": "SN-B", "ts": "2026-03-01T11:00:00Z", "voltageV": 50.0 }]);
+    assert_eq!(
+        t.data(INGEST, json!({ "s": late_b })).await["ingestSamples"]["stored"],
+        1
+    );
+    t.data(
+        "mutation($id: ID!) { deleteBattery(id: $id) }",
+        json!({ "id": b[4] }),
+    )
+    .await;
+
+    let hours = points(
+        &t,
+        &a[4],
+        "2026-03-01T10:00:00Z",
+        "2026-03-01T12:00:00Z",
+        "HOUR",
+    )
+    .await;
+    assert_eq!(hours.len(), 1, "{hours:?}");
+    assert_eq!(hours[0]["sampleCount"], 120);
+    // Two samples at each minute 0..59.
+    assert!(
+        close(&hours[0]["voltageV"], 40.0 + 29.5 / 4.0),
+        "{}",
+        hours[0]
+    );
+    assert_eq!(hours[0]["voltageMinV"], 40.0);
+    assert_eq!(hours[0]["voltageMaxV"], 54.75);
+    let days = points(
+        &t,
+        &a[4],
+        "2026-03-01T00:00:00Z",
+        "2026-03-02T00:00:00Z",
+        "DAY",
+    )
+    .await;
+    assert_eq!(days[0]["sampleCount"], 120);
+    // The read folded everything, B's partial buckets included (dropped).
+    assert_eq!(
+        trackingbms_api::telemetry::fold::fold(&t.app.db)
+            .await
+            .unwrap(),
+        0
     );
 }

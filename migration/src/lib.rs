@@ -1,6 +1,7 @@
 //! SeaORM migrations of TrackingBMS. Each migration runs on SQLite and
 //! PostgreSQL, some with steps of PostgreSQL's only (an index, the raw
-//! samples' foreign key replaced by the writer's lock and a trigger); `api`
+//! samples' foreign key replaced by the writer's lock and a trigger, a
+//! fill factor); `api`
 //! applies them on `serve` (unless disabled) and on `trackingbms migrate`.
 
 pub use sea_orm_migration::prelude::*;
@@ -14,6 +15,8 @@ mod m20261121_000006_schedules;
 mod m20261121_000007_cell_voltages;
 mod m20261121_000008_poll_leases;
 mod m20261122_000009_samples_without_foreign_key;
+mod m20261122_000010_rollup_backlog;
+mod m20261122_000011_batteries_hot_updates;
 
 pub struct Migrator;
 
@@ -30,6 +33,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000007_cell_voltages::Migration),
             Box::new(m20261121_000008_poll_leases::Migration),
             Box::new(m20261122_000009_samples_without_foreign_key::Migration),
+            Box::new(m20261122_000010_rollup_backlog::Migration),
+            Box::new(m20261122_000011_batteries_hot_updates::Migration),
         ]
     }
 }

@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use async_graphql::dataloader::Loader;
-use sea_orm::{ColumnTrait, ModelTrait, QueryFilter, Value};
+use sea_orm::{ModelTrait, QueryFilter, Value};
 
 use crate::auth::Scoped;
 use crate::error::ApiError;
@@ -52,7 +52,11 @@ where
     async fn load(&self, keys: &[ById<E>]) -> Result<HashMap<ById<E>, E::Model>, Self::Error> {
         let rows = E::find()
             .filter(self.who.condition::<E>())
-            .filter(E::id_col().is_in(keys.iter().map(|k| k.0)))
+            .filter(crate::db::id_in(
+                self.db.get_database_backend(),
+                E::id_col(),
+                keys.iter().map(|k| k.0),
+            ))
             .all(&self.db)
             .await
             .map_err(|e| Arc::new(ApiError::from(e)))?;

@@ -84,6 +84,9 @@ pub(crate) async fn load(
             limit: max_input_bytes,
         })
     };
+    if matches!(resolution, Resolution::Hour | Resolution::Day) {
+        crate::telemetry::fold::fold(db).await?;
+    }
     for chunk in ids.chunks(500) {
         match resolution {
             Resolution::Raw => {

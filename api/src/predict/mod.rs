@@ -25,7 +25,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use entities::{battery, battery_prediction};
 use ort::environment::Environment;
-use sea_orm::{ActiveEnum, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::{ActiveEnum, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -270,7 +270,11 @@ impl Predictor {
     async fn refresh_batch(&self, ids: &[i64]) -> ApiResult<Vec<battery_prediction::Model>> {
         let db = &self.0.db;
         let batteries = battery::Entity::find()
-            .filter(battery::Column::Id.is_in(ids.iter().copied()))
+            .filter(crate::db::id_in(
+                db.get_database_backend(),
+                battery::Column::Id,
+                ids.iter().copied(),
+            ))
             .all(db)
             .await?;
         let mut histories = store::histories(db, ids).await?;

@@ -36,6 +36,8 @@ pub async fn histories(db: &DatabaseConnection, ids: &[i64]) -> ApiResult<HashMa
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
+    // The pending samples' partial buckets first.
+    crate::telemetry::fold::fold(db).await?;
     if db.get_database_backend() == sea_orm::DbBackend::Postgres {
         return histories_pg(db, ids).await;
     }

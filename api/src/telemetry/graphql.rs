@@ -383,6 +383,7 @@ impl TelemetryQuery {
                     Duration::hours(1)
                 };
                 let start = from.duration_trunc(size).unwrap_or(from);
+                super::fold::fold(&loader.db).await.extend()?;
                 let rows = store::rollups_in_range(
                     &loader.db,
                     id,

@@ -2,11 +2,13 @@
 //! checked ([`checks`]), the shared ingestion path ([`pipeline`]) and its
 //! single batching [`writer`], the sample store ([`store`]; on PostgreSQL
 //! through `COPY`, [`pg_write`]) with its
-//! incremental hourly/daily roll-ups ([`rollup`]) and [`retention`], and the GraphQL
+//! incremental hourly/daily roll-ups ([`rollup`], added up by [`fold`]) and
+//! [`retention`], and the GraphQL
 //! surface ([`graphql`]: `ingestSamples`, `batteryMetrics`,
 //! `Battery.latestSample`).
 
 pub mod checks;
+pub mod fold;
 pub mod graphql;
 pub mod input;
 pub mod live;

@@ -15,9 +15,9 @@
 //! tasks). If two store the same key concurrently, the second `COPY` meets a
 //! unique-key violation even after the probe, and its batch is written
 //! again with per-row conflict checks (`INSERT … ON CONFLICT DO NOTHING`),
-//! which tell which rows were new. Roll-up buckets and battery rows are
-//! updated in key order, so concurrent writers wait for each other rather
-//! than deadlock.
+//! which tell which rows were new. Roll-up buckets are appended to the
+//! backlog (no row is shared), and battery rows are updated in key order,
+//! so concurrent writers wait for each other rather than deadlock.
 //!
 //! `battery_samples` has no foreign key on PostgreSQL (it cost a query per
 //! copied row): a write locks its batteries `FOR KEY SHARE` once, as the
@@ -103,7 +103,7 @@ async fn write_once(pool: &PgPool, rows: &[Checked], copy: bool) -> Result<Vec<b
     };
 
     let new = store::new_rows(rows, &is_new);
-    upsert_rollups(&mut tx, rollup::aggregate(&new, &previous)).await?;
+    append_rollups(&mut tx, rollup::aggregate(&new, &previous)).await?;
     set_latest(&mut tx, &store::newest_per_battery(&new)).await?;
     tx.commit().await.map_err(db_err)?;
     Ok(is_new)
@@ -302,9 +302,9 @@ async fn insert_checked(
     Ok(keys.into_iter().collect())
 }
 
-/// Adds `buckets` to the stored roll-ups with [`rollup::pg_upsert_sql`]:
+/// Appends `buckets` to the roll-up backlog with [`rollup::pg_append_sql`]:
 /// one array per column, rows in key order.
-async fn upsert_rollups(
+async fn append_rollups(
     tx: &mut Transaction<'static, Postgres>,
     buckets: HashMap<rollup::BucketKey, rollup::Bucket>,
 ) -> Result<(), DbErr> {
@@ -313,7 +313,7 @@ async fn upsert_rollups(
         return Ok(());
     }
     let cells: Vec<Vec<rollup::Cell>> = rows.iter().map(|(_, b)| rollup::cells(b)).collect();
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(rollup::pg_upsert_sql()))
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(rollup::pg_append_sql()))
         .bind(rows.iter().map(|(k, _)| k.0).collect::<Vec<_>>())
         .bind(rows.iter().map(|(k, _)| k.1).collect::<Vec<_>>())
         .bind(rows.iter().map(|(k, _)| k.2).collect::<Vec<_>>());

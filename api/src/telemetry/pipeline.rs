@@ -38,6 +38,7 @@ impl Ingestor {
             config.queue_depth,
             std::time::Duration::from_millis(config.enqueue_timeout_ms),
             config.writers,
+            std::time::Duration::from_millis(config.rollup_fold_ms),
         );
         Self {
             db,
@@ -116,13 +117,23 @@ impl Ingestor {
         if by_id.is_empty() && serials.is_empty() {
             return Ok(HashMap::new());
         }
+        // Only the lists given: an empty one would be bound as `$3 = $4`,
+        // which the planner cannot drop, and the `OR` would then scan
+        // every battery of the tenant.
+        let mut named = Condition::any();
+        if !by_id.is_empty() {
+            named = named.add(crate::db::id_in(
+                self.db.get_database_backend(),
+                battery::Column::Id,
+                by_id.keys().copied(),
+            ));
+        }
+        if !serials.is_empty() {
+            named = named.add(battery::Column::Serial.is_in(serials.iter().copied()));
+        }
         let found = battery::Entity::find()
             .filter(who.condition::<battery::Entity>())
-            .filter(
-                Condition::any()
-                    .add(battery::Column::Id.is_in(by_id.keys().copied()))
-                    .add(battery::Column::Serial.is_in(serials.iter().copied())),
-            )
+            .filter(named)
             .all(&self.db)
             .await?;
         let mut out = HashMap::new();

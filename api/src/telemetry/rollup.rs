@@ -1,8 +1,10 @@
-//! Hourly and daily roll-ups, maintained incrementally: each write adds its
-//! new samples to their buckets in the same transaction (a late sample lands
-//! in, and corrects, its own bucket). Buckets keep counts, sums, sums of
-//! squares, minima and maxima, so averages and standard deviations stay
-//! exact whatever the order of arrival.
+//! Hourly and daily roll-ups, maintained incrementally: each write folds
+//! its new samples into partial buckets and appends them, in its own
+//! transaction, to the roll-up backlog, which [`super::fold`] adds to the
+//! stored buckets (a late sample lands in, and corrects, its own bucket).
+//! Buckets keep counts, sums, sums of squares, minima and maxima, so
+//! averages and standard deviations stay exact whatever the order of
+//! arrival, and partial buckets add up to the same as one.
 //!
 //! Energy in/out integrates each new sample's power (`powerW`, else V × I)
 //! over the time since the battery's previous sample; gaps longer than
@@ -11,7 +13,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use sea_orm::sea_query::{Alias, Expr, InsertStatement, OnConflict, Query, SimpleExpr};
+use sea_orm::sea_query::{Alias, InsertStatement, Query, SimpleExpr};
 use sea_orm::{ConnectionTrait, DbBackend};
 
 use super::checks::Checked;
@@ -118,7 +120,9 @@ pub fn aggregate(
     out
 }
 
-fn combine(backend: DbBackend, column: &str, how: &str) -> String {
+/// How a stored value and a new one of `column` merge (`how`: `sum`,
+/// `min` or `max`).
+pub(super) fn combine(backend: DbBackend, column: &str, how: &str) -> String {
     let (old, new) = (
         format!("battery_rollups.{column}"),
         format!("excluded.{column}"),
@@ -133,11 +137,11 @@ fn combine(backend: DbBackend, column: &str, how: &str) -> String {
 }
 
 /// The key columns of a bucket.
-const KEY_COLUMNS: [&str; 3] = ["battery_id", "resolution", "bucket"];
+pub(super) const KEY_COLUMNS: [&str; 3] = ["battery_id", "resolution", "bucket"];
 
 /// The columns after the key, each with how a stored value and a new one
 /// merge; [`cells`] gives a bucket's values in this order.
-fn value_columns() -> Vec<(String, &'static str)> {
+pub(super) fn value_columns() -> Vec<(String, &'static str)> {
     let mut columns = vec![("sample_count".to_owned(), "sum")];
     for m in METRICS {
         for (suffix, how) in [
@@ -213,36 +217,39 @@ pub fn cells(b: &Bucket) -> Vec<Cell> {
     out
 }
 
-/// Buckets in key order: two writers touching the same buckets lock them
-/// in the same order, and wait for each other rather than deadlock.
+/// Buckets in key order, so that a batch's statements are the same
+/// whatever the order its samples came in.
 pub fn sorted(buckets: HashMap<BucketKey, Bucket>) -> Vec<(BucketKey, Bucket)> {
     let mut rows: Vec<_> = buckets.into_iter().collect();
     rows.sort_unstable_by_key(|(key, _)| *key);
     rows
 }
 
-/// Adds the buckets to the stored roll-ups.
-pub async fn upsert(
+/// Where writes append their partial buckets for [`super::fold`].
+pub const BACKLOG: &str = "rollup_backlog";
+
+/// Appends the buckets to the backlog (SQLite; PostgreSQL:
+/// [`pg_append_sql`]).
+pub async fn append(
     db: &impl ConnectionTrait,
     buckets: HashMap<BucketKey, Bucket>,
 ) -> ApiResult<()> {
-    for statement in statements(db.get_database_backend(), buckets) {
+    for statement in append_statements(buckets) {
         db.execute(&statement).await?;
     }
     Ok(())
 }
 
-/// The upserts adding `buckets` to the stored roll-ups, in key order, as
-/// multi-row inserts (SQLite).
-pub fn statements(backend: DbBackend, buckets: HashMap<BucketKey, Bucket>) -> Vec<InsertStatement> {
-    let merge = value_columns();
+/// The multi-row inserts appending `buckets` to the backlog.
+fn append_statements(buckets: HashMap<BucketKey, Bucket>) -> Vec<InsertStatement> {
+    let columns = value_columns();
     let mut out = Vec::new();
     for chunk in sorted(buckets).chunks(ROWS_PER_STATEMENT) {
         let mut insert = Query::insert();
-        insert.into_table(Alias::new("battery_rollups")).columns(
+        insert.into_table(Alias::new(BACKLOG)).columns(
             KEY_COLUMNS
                 .into_iter()
-                .chain(merge.iter().map(|(c, _)| c.as_str()))
+                .chain(columns.iter().map(|(c, _)| c.as_str()))
                 .map(Alias::new),
         );
         for ((battery, resolution, start), b) in chunk {
@@ -251,25 +258,17 @@ pub fn statements(backend: DbBackend, buckets: HashMap<BucketKey, Bucket>) -> Ve
             values.extend(cells(b).into_iter().map(SimpleExpr::from));
             insert.values_panic(values);
         }
-        let mut on_conflict = OnConflict::columns(KEY_COLUMNS.map(Alias::new));
-        for (column, how) in &merge {
-            on_conflict.value(
-                Alias::new(column.as_str()),
-                Expr::cust(combine(backend, column, how)),
-            );
-        }
-        insert.on_conflict(on_conflict);
         out.push(insert);
     }
     out
 }
 
-/// PostgreSQL: the upsert of buckets given as one array per column — the
+/// PostgreSQL: the append of buckets given as one array per column — the
 /// key's, then every value column's as `float8` — whatever their number.
 /// Its text never changes, so it is parsed and planned once per
-/// connection; the multi-row insert bound 35 parameters per bucket and
-/// took 50 ms a batch to plan.
-pub fn pg_upsert_sql() -> &'static str {
+/// connection (a multi-row insert binds 35 parameters per bucket and took
+/// 50 ms a batch to plan).
+pub fn pg_append_sql() -> &'static str {
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         let values = value_columns();
         let names: Vec<&str> = KEY_COLUMNS
@@ -282,16 +281,10 @@ pub fn pg_upsert_sql() -> &'static str {
             .enumerate()
             .map(|(i, ty)| format!("${}::{ty}[]", i + 1))
             .collect();
-        let set: Vec<String> = values
-            .iter()
-            .map(|(c, how)| format!("{c} = {}", combine(DbBackend::Postgres, c, how)))
-            .collect();
         format!(
-            "INSERT INTO battery_rollups ({}) SELECT * FROM UNNEST({}) \
-             ON CONFLICT (battery_id, resolution, bucket) DO UPDATE SET {}",
+            "INSERT INTO {BACKLOG} ({}) SELECT * FROM UNNEST({})",
             names.join(", "),
             arrays.join(", "),
-            set.join(", ")
         )
     });
     &SQL

@@ -53,10 +53,10 @@ async fn set_latest_values(
 pub type SampleKey = (i64, DateTime<Utc>);
 
 /// Stores samples of existing batteries in one transaction (PostgreSQL:
-/// [`super::pg_write`]), adds the new
-/// ones to their hourly and daily roll-ups, and tells for each row whether it
-/// was new: a sample whose (battery, timestamp) is already stored, or
-/// repeated earlier in `rows`, is skipped (idempotent).
+/// [`super::pg_write`]), appends the new ones' hourly and daily partial
+/// buckets to the roll-up backlog ([`super::fold`]), and tells for each row
+/// whether it was new: a sample whose (battery, timestamp) is already
+/// stored, or repeated earlier in `rows`, is skipped (idempotent).
 pub async fn write(db: &DatabaseConnection, rows: &[Checked]) -> ApiResult<Vec<bool>> {
     if rows.is_empty() {
         return Ok(Vec::new());
@@ -65,6 +65,7 @@ pub async fn write(db: &DatabaseConnection, rows: &[Checked]) -> ApiResult<Vec<b
         return super::pg_write::write(db.get_postgres_connection_pool(), rows).await;
     }
     let mut inserted = HashSet::with_capacity(rows.len());
+    let _turn = super::fold::SQLITE_WRITE_TURN.lock().await;
     let txn = crate::db::begin_write(db).await?;
     let battery_ids: HashSet<i64> = rows.iter().map(|r| r.sample.battery_id).collect();
     let previous: HashMap<i64, DateTime<Utc>> = battery::Entity::find()
@@ -97,7 +98,7 @@ pub async fn write(db: &DatabaseConnection, rows: &[Checked]) -> ApiResult<Vec<b
         .map(|r| inserted.remove(&(r.sample.battery_id, r.sample.ts)))
         .collect();
     let new = new_rows(rows, &is_new);
-    rollup::upsert(&txn, rollup::aggregate(&new, &previous)).await?;
+    rollup::append(&txn, rollup::aggregate(&new, &previous)).await?;
     let newest = newest_per_battery(&new);
     for chunk in newest.chunks(ROWS_PER_STATEMENT) {
         set_latest_values(&txn, chunk).await?;
@@ -191,7 +192,11 @@ pub async fn latest_samples(
 ) -> ApiResult<Vec<battery_sample::Model>> {
     use battery_sample::Column as C;
     Ok(battery_sample::Entity::find()
-        .filter(C::BatteryId.is_in(battery_ids.iter().copied()))
+        .filter(crate::db::id_in(
+            db.get_database_backend(),
+            C::BatteryId,
+            battery_ids.iter().copied(),
+        ))
         .filter(Expr::col((battery_sample::Entity, C::Ts)).eq(Expr::cust(
             "(SELECT b.last_sample_at FROM batteries b WHERE b.id = battery_samples.battery_id)",
         )))

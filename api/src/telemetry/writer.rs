@@ -32,8 +32,10 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer task. It ends when every handle is dropped, after
-    /// writing what is queued.
+    /// Starts the writer tasks, and the task folding the roll-up backlog
+    /// every `fold_interval`. They end when every handle is dropped, after
+    /// writing what is queued; a backlog left then is folded by the next
+    /// fold (the next start's, or a read's).
     pub fn start(
         db: DatabaseConnection,
         bus: Bus,
@@ -41,6 +43,7 @@ impl Writer {
         queue_depth: usize,
         enqueue_timeout: Duration,
         writers: usize,
+        fold_interval: Duration,
     ) -> Self {
         let (tx, rx) = mpsc::channel(queue_depth.max(1));
         let tasks = if db.get_database_backend() == sea_orm::DbBackend::Postgres {
@@ -48,6 +51,7 @@ impl Writer {
         } else {
             1
         };
+        super::fold::spawn(db.clone(), fold_interval, tx.downgrade());
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..tasks {
             tokio::spawn(run(db.clone(), bus.clone(), rx.clone(), batch_rows.max(1)));

@@ -1,0 +1,134 @@
+//! The fold of the roll-up backlog into `battery_rollups`.
+//!
+//! A sample write appends its partial buckets to the backlog
+//! ([`rollup::BACKLOG`]) and a fold adds them to the stored buckets, in one
+//! transaction that also empties the backlog: each partial bucket is added
+//! exactly once, a crash leaves it pending for the next fold, and replicas
+//! folding at once take turns (an advisory lock on PostgreSQL; SQLite has
+//! one writer). Writers no longer queue on the same roll-up rows, and a
+//! bucket is rewritten once per fold rather than once per write.
+//!
+//! A fold runs every `ingest.rollup_fold_ms` and before every read of
+//! roll-ups (`batteryMetrics` at HOUR/DAY, prediction histories, plugin
+//! inputs), so a reader sees every sample committed before it asked.
+//! Partial buckets of a battery deleted meanwhile are dropped.
+
+use std::time::Duration;
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use tokio::sync::mpsc::WeakSender;
+
+use super::rollup::{self, BACKLOG, KEY_COLUMNS};
+use crate::error::ApiResult;
+
+/// SQLite has one write lock, and a connection waiting for it polls
+/// (sleeping up to 100 ms between tries): a fold waiting so behind
+/// back-to-back sample writes took seconds, and writes waited as long
+/// behind it. The sample writer and folds take turns here first (in the
+/// order they ask), so neither polls for the other. One per process (a
+/// SQLite deployment is one process).
+pub(super) static SQLITE_WRITE_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Serialises folds across replicas on PostgreSQL (one key among the
+/// project's advisory locks).
+const FOLD_LOCK: i64 = 7_202_612;
+
+/// The statement adding the backlog to the roll-ups: the partial buckets
+/// summed per bucket (in key order), merged into the stored ones. On
+/// PostgreSQL it also takes them out of the backlog (`DELETE … RETURNING`);
+/// on SQLite the fold's transaction deletes them after.
+fn fold_sql(backend: DbBackend) -> String {
+    let values = rollup::value_columns();
+    let names: Vec<&str> = KEY_COLUMNS
+        .into_iter()
+        .chain(values.iter().map(|(c, _)| c.as_str()))
+        .collect();
+    let partials: Vec<String> = values
+        .iter()
+        .map(|(c, how)| format!("{how}({c})"))
+        .collect();
+    let set: Vec<String> = values
+        .iter()
+        .map(|(c, how)| format!("{c} = {}", rollup::combine(backend, c, how)))
+        .collect();
+    let (with, source) = match backend {
+        DbBackend::Postgres => (
+            format!("WITH moved AS (DELETE FROM {BACKLOG} RETURNING *) "),
+            "moved",
+        ),
+        _ => (String::new(), BACKLOG),
+    };
+    let key = KEY_COLUMNS.join(", ");
+    format!(
+        "{with}INSERT INTO battery_rollups ({}) SELECT {key}, {} FROM {source} \
+         WHERE battery_id IN (SELECT id FROM batteries) GROUP BY {key} ORDER BY {key} \
+         ON CONFLICT ({key}) DO UPDATE SET {}",
+        names.join(", "),
+        partials.join(", "),
+        set.join(", ")
+    )
+}
+
+/// Adds every pending partial bucket to the roll-ups; returns how many
+/// buckets were written (0 when nothing was pending).
+pub async fn fold(db: &DatabaseConnection) -> ApiResult<u64> {
+    let backend = db.get_database_backend();
+    let pending = db
+        .query_one_raw(Statement::from_string(
+            backend,
+            format!("SELECT 1 FROM {BACKLOG} LIMIT 1"),
+        ))
+        .await?;
+    if pending.is_none() {
+        return Ok(0);
+    }
+    let _turn = match backend {
+        DbBackend::Postgres => None,
+        _ => Some(SQLITE_WRITE_TURN.lock().await),
+    };
+    let txn = crate::db::begin_write(db).await?;
+    if backend == DbBackend::Postgres {
+        txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({FOLD_LOCK})"))
+            .await?;
+    }
+    let written = txn
+        .execute_unprepared(&fold_sql(backend))
+        .await?
+        .rows_affected();
+    if backend != DbBackend::Postgres {
+        txn.execute_unprepared(&format!("DELETE FROM {BACKLOG}"))
+            .await?;
+    }
+    txn.commit().await?;
+    Ok(written)
+}
+
+/// Folds every `interval` while `alive` (the writer's queue) has senders.
+pub fn spawn<T: Send + 'static>(
+    db: DatabaseConnection,
+    interval: Duration,
+    alive: WeakSender<T>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(10)));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let started = std::time::Instant::now();
+            match fold(&db).await {
+                Ok(0) => {}
+                Ok(buckets) => tracing::debug!(
+                    buckets,
+                    ms = started.elapsed().as_secs_f64() * 1000.0,
+                    "roll-up backlog folded"
+                ),
+                Err(err) => tracing::warn!(%err, "folding the roll-up backlog failed; will retry"),
+            }
+            if alive.strong_count() == 0 {
+                // The writer's handles are gone; what is left is folded
+                // on the next start (or read).
+                break;
+            }
+        }
+    })
+}

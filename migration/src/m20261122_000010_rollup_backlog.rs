@@ -1,0 +1,50 @@
+//! The roll-up backlog: sample writes append their new samples' partial
+//! buckets here instead of updating `battery_rollups` in their own
+//! transaction, and a fold moves them into the roll-ups (see the API's
+//! `telemetry::rollup`). Every write used to rewrite the same hourly and
+//! daily rows of each of its batteries: concurrent writers queued on those
+//! row locks, and on PostgreSQL each rewrite left a dead row version. Now a
+//! bucket is rewritten once per fold.
+//!
+//! The table has the roll-ups' columns and no key (a write only appends,
+//! a fold takes everything), so it is created from `battery_rollups`' shape.
+//! A migration adding a value column to `battery_rollups` adds it here too.
+
+use sea_orm_migration::prelude::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "CREATE TABLE rollup_backlog AS SELECT * FROM battery_rollups WHERE 1 = 0",
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // Pending buckets would be lost: the server folds them (every
+        // second while it runs), so refuse rather than drop them.
+        let db = manager.get_connection();
+        let pending = db
+            .query_one_raw(sea_orm_migration::sea_orm::Statement::from_string(
+                manager.get_database_backend(),
+                "SELECT 1 FROM rollup_backlog LIMIT 1",
+            ))
+            .await?;
+        if pending.is_some() {
+            return Err(DbErr::Migration(
+                "rollup_backlog still holds buckets not yet added to battery_rollups; \
+                 run the server until it has folded them, then roll back"
+                    .into(),
+            ));
+        }
+        db.execute_unprepared("DROP TABLE rollup_backlog").await?;
+        Ok(())
+    }
+}
