@@ -270,7 +270,120 @@ async fn check_known_history(t: &TestApp, prefix: &str) {
     );
 }
 
-on_both_backends!(parity, known_history);
+/// Stored predictions of `battery_id`, counted in the database.
+async fn stored_predictions(t: &TestApp, battery_id: i64) -> i64 {
+    use sea_orm::ConnectionTrait;
+    let backend = t.app.db.get_database_backend();
+    let row = t
+        .app
+        .db
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+            backend,
+            match backend {
+                sea_orm::DbBackend::Postgres => {
+                    "SELECT COUNT(*) AS n FROM battery_predictions WHERE battery_id = $1"
+                }
+                _ => "SELECT COUNT(*) AS n FROM battery_predictions WHERE battery_id = ?",
+            },
+            [battery_id.into()],
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get::<i64>("", "n").unwrap()
+}
+
+/// A battery with a stored prediction of the INL fixture's history.
+async fn battery_with_prediction(t: &TestApp, suffix: &str) -> (String, i64) {
+    let [.., battery] = create_chain(t, suffix).await;
+    ingest(t, &battery, fixture("INL")["samples"].as_array().unwrap()).await;
+    let p = t.data(PREDICTION, json!({ "id": battery })).await["node"]["prediction"].clone();
+    assert_eq!(p["status"], "OK", "{p:#}");
+    let id = battery_row_id(&battery);
+    assert_eq!(stored_predictions(t, id).await, 1);
+    (battery, id)
+}
+
+/// Deleting a battery deletes its stored predictions (on PostgreSQL a
+/// trigger does what the foreign key's cascade does on SQLite).
+async fn deleting_a_battery_deletes_its_predictions(t: TestApp) {
+    let (battery, id) = battery_with_prediction(&t, "doomed").await;
+    let (_, kept) = battery_with_prediction(&t, "kept").await;
+    let deleted = t
+        .data(
+            "mutation($id: ID!) { deleteBattery(id: $id) }",
+            json!({ "id": battery }),
+        )
+        .await;
+    assert_eq!(deleted["deleteBattery"], json!(battery), "{deleted:#}");
+    assert_eq!(stored_predictions(&t, id).await, 0);
+    assert_eq!(stored_predictions(&t, kept).await, 1);
+}
+
+on_both_backends!(
+    parity,
+    known_history,
+    deleting_a_battery_deletes_its_predictions
+);
+
+/// PostgreSQL has no foreign key on predictions: a batch holding a
+/// prediction of a battery that no longer exists stores the others, and a
+/// battery delete waits for a prediction insert in flight and then deletes
+/// what it stored, so no prediction outlives its battery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_predictions_never_outlive_their_battery() {
+    use sea_orm::{EntityTrait, sqlx};
+    let t = TestApp::new(Backend::Postgres).await;
+    let (battery, id) = battery_with_prediction(&t, "racing").await;
+    let [.., other] = create_chain(&t, "other").await;
+    let other = battery_row_id(&other);
+    let stored = store::latest(&t.app.db, &[id]).await.unwrap()[&id].clone();
+    let later = |battery_id| entities::battery_prediction::Model {
+        battery_id,
+        computed_at: stored.computed_at + chrono::Duration::seconds(1),
+        ..stored.clone()
+    };
+    store::insert(&t.app.db, &[later(other), later(i64::MAX)])
+        .await
+        .expect("a prediction of a missing battery is skipped, not an error");
+    assert_eq!(stored_predictions(&t, other).await, 1);
+    assert_eq!(stored_predictions(&t, i64::MAX).await, 0);
+
+    // An insert in flight (its lock taken, its row not committed)…
+    let pool = t.app.db.get_postgres_connection_pool();
+    let mut insert = pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+        .bind(migration::PREDICTIONS_LOCK)
+        .execute(&mut *insert)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO battery_predictions (battery_id, computed_at, tenant_id, status, factors, model_version) \
+         SELECT $1, now(), tenant_id, 'OK', '[]', 'in-flight' FROM batteries WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&mut *insert)
+    .await
+    .unwrap();
+    // …holds up the battery's delete until it commits.
+    let db = t.app.db.clone();
+    let delete = tokio::spawn(async move {
+        entities::battery::Entity::delete_by_id(id)
+            .exec(&db)
+            .await
+            .map(|r| r.rows_affected)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!delete.is_finished(), "the delete waits for the insert");
+    insert.commit().await.unwrap();
+    assert_eq!(delete.await.unwrap().unwrap(), 1);
+    assert_eq!(
+        stored_predictions(&t, id).await,
+        0,
+        "{battery}'s predictions"
+    );
+    assert_eq!(stored_predictions(&t, other).await, 1);
+}
 
 fn model(name: &str) -> Vec<u8> {
     std::fs::read(format!(

@@ -1,7 +1,7 @@
 //! SeaORM migrations of TrackingBMS. Each migration runs on SQLite and
 //! PostgreSQL, some with steps of PostgreSQL's only (an index, the raw
-//! samples' foreign key replaced by the writer's lock and a trigger, a
-//! fill factor); `api`
+//! samples' and predictions' foreign keys replaced by the writers' locks
+//! and triggers, a fill factor); `api`
 //! applies them on `serve` (unless disabled) and on `trackingbms migrate`.
 
 pub use sea_orm_migration::prelude::*;
@@ -17,6 +17,9 @@ mod m20261121_000008_poll_leases;
 mod m20261122_000009_samples_without_foreign_key;
 mod m20261122_000010_rollup_backlog;
 mod m20261122_000011_batteries_hot_updates;
+mod m20261201_000012_predictions_without_foreign_key;
+
+pub use m20261201_000012_predictions_without_foreign_key::PREDICTIONS_LOCK;
 
 pub struct Migrator;
 
@@ -35,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000009_samples_without_foreign_key::Migration),
             Box::new(m20261122_000010_rollup_backlog::Migration),
             Box::new(m20261122_000011_batteries_hot_updates::Migration),
+            Box::new(m20261201_000012_predictions_without_foreign_key::Migration),
         ]
     }
 }

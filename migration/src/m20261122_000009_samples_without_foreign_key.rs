@@ -47,7 +47,8 @@ impl MigrationTrait for Migration {
     }
 }
 
-async fn run_on_postgres(manager: &SchemaManager<'_>, sql: &str) -> Result<(), DbErr> {
+/// Runs `sql` on PostgreSQL; nothing on SQLite.
+pub(crate) async fn run_on_postgres(manager: &SchemaManager<'_>, sql: &str) -> Result<(), DbErr> {
     if manager.get_database_backend() != DbBackend::Postgres {
         return Ok(());
     }

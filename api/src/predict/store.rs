@@ -211,8 +211,23 @@ pub async fn insert(db: &DatabaseConnection, rows: &[battery_prediction::Model])
     Ok(())
 }
 
+/// PostgreSQL's insert, without a foreign key (migration 12): the shared
+/// [`migration::PREDICTIONS_LOCK`] in a statement of its own, so that the
+/// insert's snapshot, taken after it, sees every battery delete committed
+/// before; rows of batteries deleted meanwhile are skipped.
 async fn insert_pg(db: &DatabaseConnection, rows: &[battery_prediction::Model]) -> ApiResult<()> {
+    use crate::db::sqlx_error;
     use sea_orm::sqlx;
+    let mut tx = db
+        .get_postgres_connection_pool()
+        .begin()
+        .await
+        .map_err(sqlx_error)?;
+    sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+        .bind(migration::PREDICTIONS_LOCK)
+        .execute(&mut *tx)
+        .await
+        .map_err(sqlx_error)?;
     let floats = |f: fn(&battery_prediction::Model) -> Option<f64>| -> Vec<Option<f64>> {
         rows.iter().map(f).collect()
     };
@@ -225,6 +240,7 @@ async fn insert_pg(db: &DatabaseConnection, rows: &[battery_prediction::Model]) 
          $6::float8[], $7::float8[], $8::float8[], $9::float8[], $10::float8[], $11::float8[], \
          $12::float8[], $13::float8[], $14::text[], $15::jsonb[], $16::text[]) \
          AS u(id, at, tenant, status, as_of, s, sl, sh, r, rl, rh, fp, an, risk, factors, version) \
+         WHERE EXISTS (SELECT 1 FROM batteries b WHERE b.id = u.id) \
          ON CONFLICT (battery_id, computed_at) DO NOTHING",
     )
     .bind(rows.iter().map(|p| p.battery_id).collect::<Vec<_>>())
@@ -243,9 +259,10 @@ async fn insert_pg(db: &DatabaseConnection, rows: &[battery_prediction::Model]) 
     .bind(rows.iter().map(|p| p.risk_level.as_deref()).collect::<Vec<_>>())
     .bind(rows.iter().map(|p| p.factors.clone()).collect::<Vec<_>>())
     .bind(rows.iter().map(|p| p.model_version.as_str()).collect::<Vec<_>>())
-    .execute(db.get_postgres_connection_pool())
+    .execute(&mut *tx)
     .await
-    .map_err(crate::db::sqlx_error)?;
+    .map_err(sqlx_error)?;
+    tx.commit().await.map_err(sqlx_error)?;
     Ok(())
 }
 
