@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 
 on_both_backends!(
     buckets_are_exact_and_late_samples_correct_them,
-    auto_resolution_and_retention
+    auto_resolution_and_retention,
+    partial_days_of_an_older_version_are_not_counted_twice
 );
 
 mod folds_count_each_sample_once {
@@ -327,4 +328,56 @@ async fn folds_count_each_sample_once(t: TestApp) {
             .unwrap(),
         0
     );
+}
+
+/// An older version appended a partial DAY bucket beside each partial HOUR
+/// one; the fold now derives days from hours, so a backlog left by it at
+/// an upgrade (or a crash) adds each sample to its day once.
+async fn partial_days_of_an_older_version_are_not_counted_twice(t: TestApp) {
+    use chrono::{DateTime, Utc};
+    use trackingbms_api::telemetry::rollup::{self, Bucket, Stat};
+    let ids = create_chain(&t, "A").await;
+    let battery =
+        trackingbms_api::ids::decode(trackingbms_api::ids::Kind::Battery, &ids[4]).unwrap();
+    let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+    let voltage = Stat {
+        n: 2,
+        sum: 100.0,
+        sumsq: 5000.0,
+        min: Some(49.0),
+        max: Some(51.0),
+    };
+    let partial = Bucket {
+        samples: 2,
+        stats: [
+            voltage,
+            Stat::default(),
+            Stat::default(),
+            Stat::default(),
+            Stat::default(),
+        ],
+        ..Bucket::default()
+    };
+    let legacy = [
+        (
+            (battery, "HOUR", at("2026-03-01T10:00:00Z")),
+            partial.clone(),
+        ),
+        ((battery, "DAY", at("2026-03-01T00:00:00Z")), partial),
+    ];
+    rollup::append(&t.app.db, legacy.into_iter().collect())
+        .await
+        .unwrap();
+    trackingbms_api::telemetry::fold::fold(&t.app.db)
+        .await
+        .unwrap();
+    let day = "2026-03-02T00:00:00Z";
+    let hours = points(&t, &ids[4], "2026-03-01T00:00:00Z", day, "HOUR").await;
+    let days = points(&t, &ids[4], "2026-03-01T00:00:00Z", day, "DAY").await;
+    assert_eq!((hours.len(), days.len()), (1, 1), "{hours:?} {days:?}");
+    for bucket in [&hours[0], &days[0]] {
+        assert_eq!(bucket["sampleCount"], 2, "{bucket}");
+        assert!(close(&bucket["voltageV"], 50.0), "{bucket}");
+        assert_eq!(bucket["voltageMaxV"], 51.0, "{bucket}");
+    }
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use tokio::sync::mpsc::WeakSender;
 
-use super::rollup::{self, BACKLOG, KEY_COLUMNS};
+use super::rollup::{self, BACKLOG, DAY, HOUR, KEY_COLUMNS};
 use crate::error::ApiResult;
 
 /// SQLite has one write lock, and a connection waiting for it polls
@@ -33,40 +33,65 @@ pub(super) static SQLITE_WRITE_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex
 /// project's advisory locks).
 const FOLD_LOCK: i64 = 7_202_612;
 
-/// The statement adding the backlog to the roll-ups: the partial buckets
-/// summed per bucket (in key order), merged into the stored ones. On
-/// PostgreSQL it also takes them out of the backlog (`DELETE … RETURNING`);
-/// on SQLite the fold's transaction deletes them after.
-fn fold_sql(backend: DbBackend) -> String {
+/// The statements adding the backlog to the roll-ups. Writes append
+/// hourly partial buckets only, and a day's bucket is the sum of its
+/// hours', so the fold derives the days from the hours it adds (a write
+/// appending both had twice the rows to write, and the fold twice to
+/// read). Partial buckets are summed per bucket (in key order) and merged
+/// into the stored ones. On PostgreSQL one statement also takes them out of
+/// the backlog (`DELETE … RETURNING`); on SQLite the fold's transaction
+/// deletes them after. Partial DAY buckets left by an older version repeat
+/// their HOUR ones and are dropped.
+fn fold_statements(backend: DbBackend) -> Vec<String> {
     let values = rollup::value_columns();
     let names: Vec<&str> = KEY_COLUMNS
         .into_iter()
         .chain(values.iter().map(|(c, _)| c.as_str()))
         .collect();
+    let names = names.join(", ");
     let partials: Vec<String> = values
         .iter()
-        .map(|(c, how)| format!("{how}({c})"))
+        .map(|(c, how)| format!("{how}({c}) AS {c}"))
         .collect();
+    let partials = partials.join(", ");
     let set: Vec<String> = values
         .iter()
         .map(|(c, how)| format!("{c} = {}", rollup::combine(backend, c, how)))
         .collect();
-    let (with, source) = match backend {
-        DbBackend::Postgres => (
-            format!("WITH moved AS (DELETE FROM {BACKLOG} RETURNING *) "),
-            "moved",
-        ),
-        _ => (String::new(), BACKLOG),
-    };
-    let key = KEY_COLUMNS.join(", ");
-    format!(
-        "{with}INSERT INTO battery_rollups ({}) SELECT {key}, {} FROM {source} \
-         WHERE battery_id IN (SELECT id FROM batteries) GROUP BY {key} ORDER BY {key} \
-         ON CONFLICT ({key}) DO UPDATE SET {}",
-        names.join(", "),
-        partials.join(", "),
+    let upsert = format!(
+        "ON CONFLICT ({}) DO UPDATE SET {}",
+        KEY_COLUMNS.join(", "),
         set.join(", ")
-    )
+    );
+    let hours = format!(
+        "WHERE resolution = '{HOUR}' AND battery_id IN (SELECT id FROM batteries) \
+         GROUP BY battery_id, resolution, bucket"
+    );
+    match backend {
+        DbBackend::Postgres => vec![format!(
+            "WITH moved AS (DELETE FROM {BACKLOG} RETURNING *), \
+             hours AS (SELECT battery_id, resolution, bucket, {partials} FROM moved {hours}) \
+             INSERT INTO battery_rollups ({names}) \
+             SELECT * FROM hours UNION ALL \
+             SELECT battery_id, '{DAY}', date_trunc('day', bucket, 'UTC'), {partials} FROM hours \
+             GROUP BY battery_id, date_trunc('day', bucket, 'UTC') \
+             ORDER BY battery_id, resolution, bucket {upsert}"
+        )],
+        // Times are stored as RFC 3339 text (`2026-03-01T10:00:00+00:00`).
+        _ => vec![
+            format!(
+                "INSERT INTO battery_rollups ({names}) \
+                 SELECT battery_id, resolution, bucket, {partials} FROM {BACKLOG} {hours} \
+                 ORDER BY battery_id, resolution, bucket {upsert}"
+            ),
+            format!(
+                "INSERT INTO battery_rollups ({names}) \
+                 SELECT battery_id, '{DAY}', substr(bucket, 1, 10) || 'T00:00:00+00:00', {partials} \
+                 FROM {BACKLOG} WHERE resolution = '{HOUR}' AND battery_id IN (SELECT id FROM batteries) \
+                 GROUP BY battery_id, substr(bucket, 1, 10) ORDER BY 1, 3 {upsert}"
+            ),
+        ],
+    }
 }
 
 /// Adds every pending partial bucket to the roll-ups; returns how many
@@ -91,10 +116,10 @@ pub async fn fold(db: &DatabaseConnection) -> ApiResult<u64> {
         txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({FOLD_LOCK})"))
             .await?;
     }
-    let written = txn
-        .execute_unprepared(&fold_sql(backend))
-        .await?
-        .rows_affected();
+    let mut written = 0;
+    for statement in fold_statements(backend) {
+        written += txn.execute_unprepared(&statement).await?.rows_affected();
+    }
     if backend != DbBackend::Postgres {
         txn.execute_unprepared(&format!("DELETE FROM {BACKLOG}"))
             .await?;

@@ -1,7 +1,8 @@
 //! Hourly and daily roll-ups, maintained incrementally: each write folds
-//! its new samples into partial buckets and appends them, in its own
-//! transaction, to the roll-up backlog, which [`super::fold`] adds to the
-//! stored buckets (a late sample lands in, and corrects, its own bucket).
+//! its new samples into hourly partial buckets and appends them, in its
+//! own transaction, to the roll-up backlog, which [`super::fold`] adds to
+//! the stored hours and days (a late sample lands in, and corrects, its
+//! own buckets).
 //! Buckets keep counts, sums, sums of squares, minima and maxima, so
 //! averages and standard deviations stay exact whatever the order of
 //! arrival, and partial buckets add up to the same as one.
@@ -22,9 +23,10 @@ use crate::error::ApiResult;
 /// Longest gap between two samples over which power is integrated.
 pub const MAX_GAP: TimeDelta = TimeDelta::minutes(15);
 
-/// Bucket sizes.
-pub const RESOLUTIONS: [(&str, TimeDelta); 2] =
-    [("HOUR", TimeDelta::hours(1)), ("DAY", TimeDelta::days(1))];
+/// The resolutions of roll-ups: writes make hourly partial buckets, and
+/// [`super::fold`] adds them up into hours and days.
+pub const HOUR: &str = "HOUR";
+pub const DAY: &str = "DAY";
 
 const METRICS: [&str; 5] = ["voltage", "current", "soc", "soh", "temp"];
 const ROWS_PER_STATEMENT: usize = 500;
@@ -70,7 +72,7 @@ pub struct Bucket {
 /// (battery, resolution, bucket start)
 pub type BucketKey = (i64, &'static str, DateTime<Utc>);
 
-/// Folds new samples into buckets. `previous` gives each battery's newest
+/// Folds new samples into hourly buckets. `previous` gives each battery's newest
 /// stored sample time before these were written.
 pub fn aggregate(
     new: &[&Checked],
@@ -97,25 +99,23 @@ pub fn aggregate(
             (Some(p), Some(dt)) => p * dt.as_seconds_f64() / 3.6e6,
             _ => 0.0,
         };
-        for (name, size) in RESOLUTIONS {
-            let start = s.ts.duration_trunc(size).unwrap_or(s.ts);
-            let b = out.entry((s.battery_id, name, start)).or_default();
-            b.samples += 1;
-            b.stats[0].add(s.voltage_v, None, None);
-            b.stats[1].add(s.current_a, None, None);
-            b.stats[2].add(s.soc_pct, None, None);
-            b.stats[3].add(s.soh_pct, None, None);
-            b.stats[4].add(s.temp_avg_c, s.temp_min_c, s.temp_max_c);
-            b.cell_voltage
-                .add(None, s.cell_voltage_min_v, s.cell_voltage_max_v);
-            if energy_kwh > 0.0 {
-                b.energy_in_kwh += energy_kwh;
-            } else {
-                b.energy_out_kwh -= energy_kwh;
-            }
-            b.under_voltage += i64::from(c.under_voltage);
-            b.over_temperature += i64::from(c.over_temperature);
+        let start = s.ts.duration_trunc(TimeDelta::hours(1)).unwrap_or(s.ts);
+        let b = out.entry((s.battery_id, HOUR, start)).or_default();
+        b.samples += 1;
+        b.stats[0].add(s.voltage_v, None, None);
+        b.stats[1].add(s.current_a, None, None);
+        b.stats[2].add(s.soc_pct, None, None);
+        b.stats[3].add(s.soh_pct, None, None);
+        b.stats[4].add(s.temp_avg_c, s.temp_min_c, s.temp_max_c);
+        b.cell_voltage
+            .add(None, s.cell_voltage_min_v, s.cell_voltage_max_v);
+        if energy_kwh > 0.0 {
+            b.energy_in_kwh += energy_kwh;
+        } else {
+            b.energy_out_kwh -= energy_kwh;
         }
+        b.under_voltage += i64::from(c.under_voltage);
+        b.over_temperature += i64::from(c.over_temperature);
     }
     out
 }
@@ -351,16 +351,6 @@ mod tests {
         let h11 = &buckets[&(1, "HOUR", hour + TimeDelta::hours(1))];
         assert_eq!((h11.samples, h11.under_voltage), (1, 1));
         assert_eq!(h11.energy_out_kwh, 0.0, "gaps are not integrated");
-        let day = &buckets[&(
-            1,
-            "DAY",
-            DateTime::parse_from_rfc3339("2026-03-01T00:00:00Z")
-                .unwrap()
-                .to_utc(),
-        )];
-        assert_eq!(day.samples, 4);
-        assert_eq!(day.stats[4].min, Some(20.0));
-        assert_eq!(day.stats[4].max, Some(30.0));
-        assert_eq!(day.stats[4].n, 4);
+        assert_eq!(buckets.len(), 2, "hourly buckets only: {buckets:?}");
     }
 }
