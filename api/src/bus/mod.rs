@@ -56,7 +56,7 @@ pub type Queued = (Arc<SampleEvent>, u64);
 
 struct Route {
     id: u64,
-    tx: mpsc::Sender<Queued>,
+    tx: flume::Sender<Queued>,
     /// Dropped since the last event queued.
     missed: AtomicU64,
     accepts: Accepts,
@@ -98,9 +98,12 @@ impl Routes {
     }
 }
 
-/// A registered subscription; dropping it unregisters it.
+/// A registered subscription; dropping it unregisters it. Its queue is a
+/// flume channel: one small allocation until events arrive (a tokio
+/// channel allocates its first block of slots up front, about half a
+/// kilobyte per idle subscription).
 pub struct Subscription {
-    pub events: mpsc::Receiver<Queued>,
+    pub events: flume::Receiver<Queued>,
     key: RouteKey,
     id: u64,
     routes: Arc<Routes>,
@@ -209,7 +212,7 @@ impl Bus {
     /// Registers a subscription for events under `key` that also pass
     /// `accepts`, queued up to `capacity`.
     pub fn subscribe(&self, key: RouteKey, capacity: usize, accepts: Accepts) -> Subscription {
-        let (tx, events) = mpsc::channel(capacity.max(1));
+        let (tx, events) = flume::bounded(capacity.max(1));
         let id = self.routes.next_id.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut by_key) = self.routes.by_key.write() {
             by_key.entry(key).or_default().push(Route {

@@ -84,12 +84,17 @@ pub(crate) struct Filter {
 
 impl Filter {
     /// The caller's view of `scope`, after checking it exists for them.
+    ///
+    /// The check's queries run in a boxed future, freed when it is done: a
+    /// subscription's stream keeps the space of the future that opened it
+    /// for as long as it lives (async-graphql's wrapper holds it inline), and
+    /// those queries' state took most of an idle subscription's memory.
     pub(crate) async fn new(
         db: &DatabaseConnection,
         who: Principal,
         scope: LiveScope,
     ) -> Result<Self> {
-        let level = resolve_scope(db, &who, scope).await?;
+        let level = Box::pin(resolve_scope(db, &who, scope)).await?;
         Ok(Self { who, level })
     }
 
@@ -352,19 +357,45 @@ impl Throttle {
 /// stored samples after `since`, then committed ones from its bus queue.
 /// Nothing runs between pulls, and the bus queue is the only buffer: when
 /// the reader is slow, the bus drops events for it alone and counts them.
+/// What only a resuming or throttled subscriber needs is boxed, so that an
+/// idle subscription holds little more than its queue.
 struct Live {
-    db: DatabaseConnection,
     sub: Subscription,
-    filter: Filter,
+    /// Shared with the subscription's route on the bus.
+    filter: Arc<Filter>,
+    /// Until the replay after `since` has been read and its live copies skipped.
+    resume: Option<Box<Resume>>,
+    throttle: Option<Box<Throttle>>,
+    /// Events dropped by the bus since the last one yielded.
+    missed: u64,
+}
+
+/// The replay of a subscriber resuming with `since`.
+struct Resume {
+    db: DatabaseConnection,
     /// Set until the replay has been read.
     since: Option<DateTime<Utc>>,
     max_replay: usize,
     backlog: VecDeque<(Owner, battery_sample::Model)>,
     /// Replayed keys, so their live copies are skipped.
     replayed: HashSet<(i64, DateTime<Utc>)>,
-    throttle: Option<Throttle>,
-    /// Events dropped by the bus since the last one yielded.
-    missed: u64,
+}
+
+impl Resume {
+    /// The next replayed sample; reads the replay first if not yet read.
+    async fn next(&mut self, filter: &Filter) -> Option<(Owner, battery_sample::Model)> {
+        if let Some(since) = self.since.take() {
+            // Boxed: the replay's state is large and needed once.
+            match Box::pin(replay(&self.db, filter, since, self.max_replay)).await {
+                Ok(rows) => {
+                    self.replayed = rows.iter().map(|(_, s)| (s.battery_id, s.ts)).collect();
+                    self.backlog = rows.into();
+                }
+                Err(err) => tracing::warn!(%err, "live replay failed"),
+            }
+        }
+        self.backlog.pop_front()
+    }
 }
 
 impl Live {
@@ -373,19 +404,28 @@ impl Live {
         event_of(event.owner, event.sample.clone(), false, missed)
     }
 
-    async fn next(&mut self) -> Option<LiveSample> {
-        if let Some(since) = self.since.take() {
-            // Boxed: the replay's state is large and needed once.
-            match Box::pin(replay(&self.db, &self.filter, since, self.max_replay)).await {
-                Ok(rows) => {
-                    self.replayed = rows.iter().map(|(_, s)| (s.battery_id, s.ts)).collect();
-                    self.backlog = rows.into();
-                }
-                Err(err) => tracing::warn!(%err, "live replay failed"),
-            }
+    /// Whether `event` is the live copy of a replayed sample (then skipped).
+    fn was_replayed(&mut self, event: &SampleEvent) -> bool {
+        let Some(resume) = self.resume.as_mut() else {
+            return false;
+        };
+        let seen = resume
+            .replayed
+            .remove(&(event.sample.battery_id, event.sample.ts));
+        if resume.replayed.is_empty() {
+            self.resume = None;
         }
-        if let Some((owner, s)) = self.backlog.pop_front() {
-            return Some(event_of(owner, s, true, 0));
+        seen
+    }
+
+    async fn next(&mut self) -> Option<LiveSample> {
+        if let Some(resume) = self.resume.as_mut() {
+            if let Some((owner, s)) = resume.next(&self.filter).await {
+                return Some(event_of(owner, s, true, 0));
+            }
+            if resume.replayed.is_empty() {
+                self.resume = None;
+            }
         }
         loop {
             if let Some(event) = self.throttle.as_mut().and_then(|t| t.due.pop_front()) {
@@ -400,12 +440,11 @@ impl Live {
                 }
             };
             tokio::select! {
-                received = self.sub.events.recv() => {
-                    let (event, missed) = received?;
+                received = self.sub.events.recv_async() => {
+                    let (event, missed) = received.ok()?;
                     self.missed += missed;
-                    let battery = event.sample.battery_id;
-                    if !self.filter.accepts(&event.owner, battery)
-                        || (!self.replayed.is_empty() && self.replayed.remove(&(battery, event.sample.ts)))
+                    if !self.filter.accepts(&event.owner, event.sample.battery_id)
+                        || self.was_replayed(&event)
                     {
                         continue;
                     }
@@ -456,7 +495,7 @@ impl TelemetrySubscription {
                 );
             }
         };
-        let filter = Filter::new(&db, who, scope.unwrap_or_default()).await?;
+        let filter = Arc::new(Filter::new(&db, who, scope.unwrap_or_default()).await?);
         // Listen before replaying, so nothing committed in between is lost.
         let accepts: Accepts = {
             let filter = filter.clone();
@@ -464,14 +503,18 @@ impl TelemetrySubscription {
         };
         let sub = bus.subscribe(filter.route_key(), config.subscriber_queue, accepts);
         let live = Live {
-            db,
             sub,
             filter,
-            since,
-            max_replay: config.max_replay,
-            backlog: VecDeque::new(),
-            replayed: HashSet::new(),
-            throttle: min_interval.map(Throttle::new),
+            resume: since.map(|since| {
+                Box::new(Resume {
+                    db,
+                    since: Some(since),
+                    max_replay: config.max_replay,
+                    backlog: VecDeque::new(),
+                    replayed: HashSet::new(),
+                })
+            }),
+            throttle: min_interval.map(|i| Box::new(Throttle::new(i))),
             missed: 0,
         };
         Ok(futures_util::stream::unfold(live, |mut live| async move {
