@@ -1,7 +1,8 @@
 //! PostgreSQL: stored predictions lose their foreign key to `batteries`.
-//! Its per-row check (a `FOR KEY SHARE` lock of the battery row) took
-//! more than half of a 500-prediction insert, about a tenth of a
-//! first fleet refresh. In its place:
+//! Its per-row check (a `FOR KEY SHARE` lock of the battery row) made a
+//! 500-prediction insert take 5–11 ms instead of 4–5 ms (psql, a
+//! 10,000-battery fleet), and a first fleet refresh inserts 20 of them.
+//! In its place:
 //! - an insert of predictions takes [`PREDICTIONS_LOCK`] shared, in a
 //!   statement of its own, then inserts only rows whose battery exists
 //!   (its snapshot is taken after the lock, so it sees any delete that
