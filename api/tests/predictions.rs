@@ -271,26 +271,14 @@ async fn check_known_history(t: &TestApp, prefix: &str) {
 }
 
 /// Stored predictions of `battery_id`, counted in the database.
-async fn stored_predictions(t: &TestApp, battery_id: i64) -> i64 {
-    use sea_orm::ConnectionTrait;
-    let backend = t.app.db.get_database_backend();
-    let row = t
-        .app
-        .db
-        .query_one_raw(sea_orm::Statement::from_sql_and_values(
-            backend,
-            match backend {
-                sea_orm::DbBackend::Postgres => {
-                    "SELECT COUNT(*) AS n FROM battery_predictions WHERE battery_id = $1"
-                }
-                _ => "SELECT COUNT(*) AS n FROM battery_predictions WHERE battery_id = ?",
-            },
-            [battery_id.into()],
-        ))
+async fn stored_predictions(t: &TestApp, battery_id: i64) -> u64 {
+    use entities::battery_prediction::{Column, Entity};
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+    Entity::find()
+        .filter(Column::BatteryId.eq(battery_id))
+        .count(&t.app.db)
         .await
         .unwrap()
-        .unwrap();
-    row.try_get::<i64>("", "n").unwrap()
 }
 
 /// A battery with a stored prediction of the INL fixture's history.

@@ -63,14 +63,14 @@ fn fold_statements(backend: DbBackend) -> Vec<String> {
         KEY_COLUMNS.join(", "),
         set.join(", ")
     );
-    let hours = format!(
-        "WHERE resolution = '{HOUR}' AND battery_id IN (SELECT id FROM batteries) \
-         GROUP BY battery_id, resolution, bucket"
-    );
+    // Partial DAY buckets of an older version are left out (see above).
+    let pending =
+        format!("WHERE resolution = '{HOUR}' AND battery_id IN (SELECT id FROM batteries)");
+    let by_hour = "GROUP BY battery_id, resolution, bucket";
     match backend {
         DbBackend::Postgres => vec![format!(
             "WITH moved AS (DELETE FROM {BACKLOG} RETURNING *), \
-             hours AS (SELECT battery_id, resolution, bucket, {partials} FROM moved {hours}) \
+             hours AS (SELECT battery_id, resolution, bucket, {partials} FROM moved {pending} {by_hour}) \
              INSERT INTO battery_rollups ({names}) \
              SELECT * FROM hours UNION ALL \
              SELECT battery_id, '{DAY}', date_trunc('day', bucket, 'UTC'), {partials} FROM hours \
@@ -78,19 +78,21 @@ fn fold_statements(backend: DbBackend) -> Vec<String> {
              ORDER BY battery_id, resolution, bucket {upsert}"
         )],
         // Times are stored as RFC 3339 text (`2026-03-01T10:00:00+00:00`).
-        _ => vec![
-            format!(
-                "INSERT INTO battery_rollups ({names}) \
-                 SELECT battery_id, resolution, bucket, {partials} FROM {BACKLOG} {hours} \
-                 ORDER BY battery_id, resolution, bucket {upsert}"
-            ),
-            format!(
-                "INSERT INTO battery_rollups ({names}) \
-                 SELECT battery_id, '{DAY}', substr(bucket, 1, 10) || 'T00:00:00+00:00', {partials} \
-                 FROM {BACKLOG} WHERE resolution = '{HOUR}' AND battery_id IN (SELECT id FROM batteries) \
-                 GROUP BY battery_id, substr(bucket, 1, 10) ORDER BY 1, 3 {upsert}"
-            ),
-        ],
+        _ => {
+            let day = "substr(bucket, 1, 10) || 'T00:00:00+00:00'";
+            vec![
+                format!(
+                    "INSERT INTO battery_rollups ({names}) \
+                     SELECT battery_id, resolution, bucket, {partials} FROM {BACKLOG} {pending} {by_hour} \
+                     ORDER BY battery_id, resolution, bucket {upsert}"
+                ),
+                format!(
+                    "INSERT INTO battery_rollups ({names}) \
+                     SELECT battery_id, '{DAY}', {day}, {partials} FROM {BACKLOG} {pending} \
+                     GROUP BY battery_id, {day} ORDER BY 1, 3 {upsert}"
+                ),
+            ]
+        }
     }
 }
 

@@ -412,10 +412,20 @@ impl Live {
         let seen = resume
             .replayed
             .remove(&(event.sample.battery_id, event.sample.ts));
-        if resume.replayed.is_empty() {
+        self.end_resume_when_done();
+        seen
+    }
+
+    /// Drops the resume state once the replay is read and every replayed
+    /// key's live copy was skipped.
+    fn end_resume_when_done(&mut self) {
+        if self
+            .resume
+            .as_ref()
+            .is_some_and(|r| r.since.is_none() && r.backlog.is_empty() && r.replayed.is_empty())
+        {
             self.resume = None;
         }
-        seen
     }
 
     async fn next(&mut self) -> Option<LiveSample> {
@@ -423,9 +433,7 @@ impl Live {
             if let Some((owner, s)) = resume.next(&self.filter).await {
                 return Some(event_of(owner, s, true, 0));
             }
-            if resume.replayed.is_empty() {
-                self.resume = None;
-            }
+            self.end_resume_when_done();
         }
         loop {
             if let Some(event) = self.throttle.as_mut().and_then(|t| t.due.pop_front()) {
