@@ -14,7 +14,8 @@ on_both_backends!(
     graphql_batches_keep_valid_samples,
     ndjson_and_csv_bodies,
     large_gzip_body_streams,
-    sample_stored_by_hand_is_a_duplicate
+    sample_stored_by_hand_is_a_duplicate,
+    replicas_see_each_other_s_battery_changes
 );
 
 async fn post(
@@ -255,4 +256,85 @@ async fn sample_stored_by_hand_is_a_duplicate(t: TestApp) {
         )
         .await;
     assert_eq!(latest["node"]["latestSample"]["voltageV"], 51.5, "{latest}");
+}
+
+/// Another replica's ingest pipeline holds the batteries it resolved; a
+/// change made through this one (a new serial, a move to another client, a
+/// delete) must hold on the other at its very next call.
+async fn replicas_see_each_other_s_battery_changes(t: TestApp) {
+    use entities::enums::Role;
+    use trackingbms_api::auth::Principal;
+    use trackingbms_api::ids::{self, Kind};
+
+    let url = t.app.config.effective_database_url();
+    let other = TestApp::with_config(t.backend, move |c| c.database_url = Some(url)).await;
+    let a = create_chain(&t, "A").await;
+    let b = create_chain(&t, "B").await;
+    let tenant = t.app.system("test").tenant_id;
+    let client_a = ids::decode(Kind::Client, &a[0]).unwrap();
+    let technician_of_a = Principal {
+        role: Role::Technician,
+        clients: Some(vec![client_a]),
+        ..Principal::operator(tenant, "user:technician-a")
+    };
+    let mut minute = 0;
+    let mut ingest = async |battery: &str| {
+        minute += 1;
+        let ts = format!("2026-01-01T00:{minute:02}:00Z");
+        let sample: trackingbms_api::telemetry::input::SampleInput = serde_json::from_value(
+            json!({ "battery": battery, "ts": ts, "voltageV": 52.0, "socPct": 50.0 }),
+        )
+        .unwrap();
+        let report = other
+            .app
+            .ingestor
+            .ingest(&technician_of_a, vec![(0, Ok(sample))])
+            .await
+            .unwrap();
+        match report.rejected.first() {
+            None => "STORED".to_owned(),
+            Some(r) => r.code.clone(),
+        }
+    };
+    // The other replica resolves (and holds) the battery by serial and id.
+    assert_eq!(ingest("SN-A").await, "STORED");
+    assert_eq!(ingest(&a[4]).await, "STORED");
+    assert_eq!(
+        ingest("SN-B").await,
+        "UNKNOWN_BATTERY",
+        "client B is out of scope"
+    );
+
+    // A new serial: the old one names nothing any more.
+    t.data(
+        "mutation($id: ID!) { updateBattery(id: $id, input: {serial: \"SN-A2\"}) { id } }",
+        json!({ "id": a[4] }),
+    )
+    .await;
+    assert_eq!(ingest("SN-A").await, "UNKNOWN_BATTERY");
+    assert_eq!(ingest("SN-A2").await, "STORED");
+
+    // Moved under client B's BMS: out of the technician's scope.
+    t.data(
+        "mutation($id: ID!, $bms: ID!) { updateBattery(id: $id, input: {bmsId: $bms}) { id } }",
+        json!({ "id": a[4], "bms": b[3] }),
+    )
+    .await;
+    assert_eq!(ingest("SN-A2").await, "UNKNOWN_BATTERY");
+    assert_eq!(ingest(&a[4]).await, "UNKNOWN_BATTERY");
+
+    // Back, then deleted.
+    t.data(
+        "mutation($id: ID!, $bms: ID!) { updateBattery(id: $id, input: {bmsId: $bms}) { id } }",
+        json!({ "id": a[4], "bms": a[3] }),
+    )
+    .await;
+    assert_eq!(ingest(&a[4]).await, "STORED");
+    t.data(
+        "mutation($id: ID!) { deleteBattery(id: $id) }",
+        json!({ "id": a[4] }),
+    )
+    .await;
+    assert_eq!(ingest(&a[4]).await, "UNKNOWN_BATTERY");
+    assert_eq!(ingest("SN-A2").await, "UNKNOWN_BATTERY");
 }

@@ -18,6 +18,7 @@ mod m20261122_000009_samples_without_foreign_key;
 mod m20261122_000010_rollup_backlog;
 mod m20261122_000011_batteries_hot_updates;
 mod m20261201_000012_predictions_without_foreign_key;
+mod m20261206_000013_battery_directory;
 
 pub use m20261201_000012_predictions_without_foreign_key::PREDICTIONS_LOCK;
 
@@ -39,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000010_rollup_backlog::Migration),
             Box::new(m20261122_000011_batteries_hot_updates::Migration),
             Box::new(m20261201_000012_predictions_without_foreign_key::Migration),
+            Box::new(m20261206_000013_battery_directory::Migration),
         ]
     }
 }

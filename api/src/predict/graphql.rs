@@ -349,31 +349,40 @@ impl PredictionSubscription {
         ctx: &Context<'_>,
         scope: Option<LiveScope>,
     ) -> Result<impl Stream<Item = PredictionUpdate> + use<>> {
-        let p = predictor(ctx)?;
-        let who = ctx.data::<Principal>()?.clone();
-        who.require(Action::ReadFleet).extend()?;
-        let filter = Filter::new(p.db(), who, scope.unwrap_or_default()).await?;
-        let rx = p.topic().subscribe();
-        Ok(futures_util::stream::unfold(
-            (rx, filter),
-            |(mut rx, filter)| async move {
-                let mut missed = 0u64;
-                loop {
-                    match rx.recv().await {
-                        Ok(e) if filter.contains(&e.owner, e.prediction.battery_id) => {
-                            let update = PredictionUpdate {
-                                battery_id: ids::encode(Kind::Battery, e.prediction.battery_id),
-                                prediction: Prediction(e.prediction.clone()),
-                                missed,
-                            };
-                            return Some((update, (rx, filter)));
-                        }
-                        Ok(_) => {}
-                        Err(RecvError::Lagged(n)) => missed += n,
-                        Err(RecvError::Closed) => return None,
-                    }
-                }
-            },
-        ))
+        Box::pin(open_predictions(ctx, scope)).await
     }
+}
+
+/// Opens a `predictions` stream (boxed by its caller: see
+/// `telemetry::live::open`).
+async fn open_predictions(
+    ctx: &Context<'_>,
+    scope: Option<LiveScope>,
+) -> Result<impl Stream<Item = PredictionUpdate> + use<>> {
+    let p = predictor(ctx)?;
+    let who = ctx.data::<Principal>()?.clone();
+    who.require(Action::ReadFleet).extend()?;
+    let filter = Filter::new(p.db(), who, scope.unwrap_or_default()).await?;
+    let rx = p.topic().subscribe();
+    Ok(futures_util::stream::unfold(
+        (rx, filter),
+        |(mut rx, filter)| async move {
+            let mut missed = 0u64;
+            loop {
+                match rx.recv().await {
+                    Ok(e) if filter.contains(&e.owner, e.prediction.battery_id) => {
+                        let update = PredictionUpdate {
+                            battery_id: ids::encode(Kind::Battery, e.prediction.battery_id),
+                            prediction: Prediction(e.prediction.clone()),
+                            missed,
+                        };
+                        return Some((update, (rx, filter)));
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(n)) => missed += n,
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        },
+    ))
 }

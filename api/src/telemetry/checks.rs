@@ -3,8 +3,9 @@
 //! temperatures. Returns the row to store or the reason it is refused.
 
 use chrono::{DateTime, Duration, Utc};
-use entities::{battery, battery_sample};
+use entities::battery_sample;
 
+use super::directory::BatteryRef;
 use super::input::{RejectedSample, SampleInput};
 use crate::config::ChemistryLimits;
 
@@ -51,7 +52,7 @@ impl Checked {
 pub fn check(
     index: u64,
     s: &SampleInput,
-    b: &battery::Model,
+    b: &BatteryRef,
     limits: &ChemistryLimits,
     now: DateTime<Utc>,
     max_future: Duration,
@@ -157,13 +158,7 @@ pub fn check(
         cell_voltage_max_v: s.cell_voltage_max_v,
     };
     Ok(Checked {
-        owner: Some(crate::bus::Owner {
-            tenant_id: b.tenant_id,
-            client_id: b.client_id,
-            site_id: b.site_id,
-            zone_id: b.zone_id,
-            bms_id: b.bms_id,
-        }),
+        owner: Some(b.owner),
         // A reported cell below the minimum counts, even when the pack's
         // total still looks healthy.
         under_voltage: s.voltage_v.is_some_and(|v| v < cells * limits.min_cell_v)
@@ -176,28 +171,22 @@ pub fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use entities::enums::{BatteryStatus, Chemistry};
+    use entities::enums::Chemistry;
 
-    fn battery() -> battery::Model {
-        let now = Utc::now();
-        battery::Model {
+    fn battery() -> BatteryRef {
+        BatteryRef {
             id: 1,
-            tenant_id: 1,
-            client_id: 1,
-            site_id: 1,
-            zone_id: 1,
-            bms_id: 1,
             serial: "B".into(),
+            owner: crate::bus::Owner {
+                tenant_id: 1,
+                client_id: 1,
+                site_id: 1,
+                zone_id: 1,
+                bms_id: 1,
+            },
             chemistry: Chemistry::Lfp,
             nominal_capacity_ah: 100.0,
-            nominal_energy_kwh: None,
             nominal_voltage_v: 51.2,
-            install_date: now.date_naive(),
-            status: BatteryStatus::Active,
-            soh_pct: None,
-            last_sample_at: None,
-            created_at: now,
-            updated_at: now,
         }
     }
 

@@ -84,17 +84,12 @@ pub(crate) struct Filter {
 
 impl Filter {
     /// The caller's view of `scope`, after checking it exists for them.
-    ///
-    /// The check's queries run in a boxed future, freed when it is done: a
-    /// subscription's stream keeps the space of the future that opened it
-    /// for as long as it lives (async-graphql's wrapper holds it inline), and
-    /// those queries' state took most of an idle subscription's memory.
     pub(crate) async fn new(
         db: &DatabaseConnection,
         who: Principal,
         scope: LiveScope,
     ) -> Result<Self> {
-        let level = Box::pin(resolve_scope(db, &who, scope)).await?;
+        let level = resolve_scope(db, &who, scope).await?;
         Ok(Self { who, level })
     }
 
@@ -490,43 +485,57 @@ impl TelemetrySubscription {
         min_interval_ms: Option<i32>,
         since: Option<DateTime<Utc>>,
     ) -> Result<impl Stream<Item = LiveSample> + use<>> {
-        let who = ctx.data::<Principal>()?.clone();
-        let db = ctx.data::<HierarchyService>()?.db().clone();
-        let bus = ctx.data::<Bus>()?;
-        let config = ctx.data::<LiveConfig>()?.clone();
-        let min_interval = match min_interval_ms {
-            None | Some(0) => None,
-            Some(ms) if (1..=3_600_000).contains(&ms) => Some(Duration::from_millis(ms as u64)),
-            Some(_) => {
-                return Err(
-                    ApiError::validation("minIntervalMs", "must be between 0 and 3600000").extend(),
-                );
-            }
-        };
-        let filter = Arc::new(Filter::new(&db, who, scope.unwrap_or_default()).await?);
-        // Listen before replaying, so nothing committed in between is lost.
-        let accepts: Accepts = {
-            let filter = filter.clone();
-            Arc::new(move |owner, battery| filter.accepts(owner, battery))
-        };
-        let sub = bus.subscribe(filter.route_key(), config.subscriber_queue, accepts);
-        let live = Live {
-            sub,
-            filter,
-            resume: since.map(|since| {
-                Box::new(Resume {
-                    db,
-                    since: Some(since),
-                    max_replay: config.max_replay,
-                    backlog: VecDeque::new(),
-                    replayed: HashSet::new(),
-                })
-            }),
-            throttle: min_interval.map(|i| Box::new(Throttle::new(i))),
-            missed: 0,
-        };
-        Ok(futures_util::stream::unfold(live, |mut live| async move {
-            live.next().await.map(|e| (e, live))
-        }))
+        Box::pin(open(ctx, scope, min_interval_ms, since)).await
     }
+}
+
+/// Opens a `liveMetrics` stream. Boxed by its caller, and so freed once
+/// open: async-graphql keeps the space of the future that opened a
+/// subscription inline beside its stream for as long as the stream lives,
+/// and this one's (the scope check's queries) took most of an idle
+/// subscription's memory.
+async fn open(
+    ctx: &Context<'_>,
+    scope: Option<LiveScope>,
+    min_interval_ms: Option<i32>,
+    since: Option<DateTime<Utc>>,
+) -> Result<impl Stream<Item = LiveSample> + use<>> {
+    let who = ctx.data::<Principal>()?.clone();
+    let db = ctx.data::<HierarchyService>()?.db().clone();
+    let bus = ctx.data::<Bus>()?;
+    let config = ctx.data::<LiveConfig>()?.clone();
+    let min_interval = match min_interval_ms {
+        None | Some(0) => None,
+        Some(ms) if (1..=3_600_000).contains(&ms) => Some(Duration::from_millis(ms as u64)),
+        Some(_) => {
+            return Err(
+                ApiError::validation("minIntervalMs", "must be between 0 and 3600000").extend(),
+            );
+        }
+    };
+    let filter = Arc::new(Filter::new(&db, who, scope.unwrap_or_default()).await?);
+    // Listen before replaying, so nothing committed in between is lost.
+    let accepts: Accepts = {
+        let filter = filter.clone();
+        Arc::new(move |owner, battery| filter.accepts(owner, battery))
+    };
+    let sub = bus.subscribe(filter.route_key(), config.subscriber_queue, accepts);
+    let live = Live {
+        sub,
+        filter,
+        resume: since.map(|since| {
+            Box::new(Resume {
+                db,
+                since: Some(since),
+                max_replay: config.max_replay,
+                backlog: VecDeque::new(),
+                replayed: HashSet::new(),
+            })
+        }),
+        throttle: min_interval.map(|i| Box::new(Throttle::new(i))),
+        missed: 0,
+    };
+    Ok(futures_util::stream::unfold(live, |mut live| async move {
+        live.next().await.map(|e| (e, live))
+    }))
 }

@@ -1,13 +1,13 @@
 //! Battery telemetry: what producers send ([`input`]), how a sample is
-//! checked ([`checks`]), the shared ingestion path ([`pipeline`]) and its
-//! single batching [`writer`], the sample store ([`store`]; on PostgreSQL
-//! through `COPY`, [`pg_write`]) with its
-//! incremental hourly/daily roll-ups ([`rollup`], added up by [`fold`]) and
-//! [`retention`], and the GraphQL
-//! surface ([`graphql`]: `ingestSamples`, `batteryMetrics`,
-//! `Battery.latestSample`).
+//! checked ([`checks`]) against its battery ([`directory`]), the shared
+//! ingestion path ([`pipeline`]) and its single batching [`writer`], the
+//! sample store ([`store`]; on PostgreSQL through `COPY`, [`pg_write`])
+//! with its incremental hourly/daily roll-ups ([`rollup`], added up by
+//! [`fold`]) and [`retention`], and the GraphQL surface ([`graphql`]:
+//! `ingestSamples`, `batteryMetrics`, `Battery.latestSample`).
 
 pub mod checks;
+pub mod directory;
 pub mod fold;
 pub mod graphql;
 pub mod input;

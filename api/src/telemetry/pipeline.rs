@@ -1,22 +1,21 @@
 //! The one path every sample takes, whatever its source: resolve the battery
-//! in the caller's scope (by global id or serial), check it, hand the valid
-//! rows to the [`Writer`], and report per-sample rejections. Valid samples of
-//! a batch are stored even when others in it are refused.
+//! in the caller's scope (by global id or serial, through the
+//! [`Directory`]), check it, hand the valid rows to the [`Writer`], and
+//! report per-sample rejections. Valid samples of a batch are stored even
+//! when others in it are refused.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::Duration;
-use entities::battery;
-use sea_orm::{ActiveEnum, ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter};
+use sea_orm::{ActiveEnum, DatabaseConnection};
 
 use super::checks::{self, UNKNOWN_BATTERY};
+use super::directory::{Directory, Wanted};
 use super::input::{IngestReport, RejectedSample, SampleInput};
 use super::writer::Writer;
 use crate::auth::Principal;
 use crate::config::IngestConfig;
 use crate::error::ApiResult;
-use crate::ids::{self, Kind};
 
 /// One record of a request: its position and either the parsed sample or
 /// why it could not be parsed.
@@ -24,8 +23,8 @@ pub type Record = (u64, Result<SampleInput, RejectedSample>);
 
 #[derive(Clone)]
 pub struct Ingestor {
-    db: DatabaseConnection,
     writer: Writer,
+    directory: Arc<Directory>,
     config: Arc<IngestConfig>,
 }
 
@@ -41,7 +40,7 @@ impl Ingestor {
             std::time::Duration::from_millis(config.rollup_fold_ms),
         );
         Self {
-            db,
+            directory: Arc::new(Directory::new(db)),
             writer,
             config: Arc::new(config),
         }
@@ -62,9 +61,8 @@ impl Ingestor {
                 Err(r) => rejected.push(r),
             }
         }
-        let batteries = self
-            .resolve(who, samples.iter().map(|(_, s)| s.battery.as_str()))
-            .await?;
+        let wanted = Wanted::from_refs(samples.iter().map(|(_, s)| s.battery.as_str()));
+        let batteries = self.directory.resolve(who, &wanted).await?;
         let now = chrono::Utc::now();
         let max_future = Duration::seconds(self.config.max_future_secs);
         let mut rows = Vec::with_capacity(samples.len());
@@ -95,59 +93,6 @@ impl Ingestor {
             rejected_count,
             rejected,
         })
-    }
-
-    /// Batteries named by global id or serial, within `who`'s scope, keyed
-    /// by the reference used — in one statement.
-    async fn resolve<'a>(
-        &self,
-        who: &Principal,
-        refs: impl Iterator<Item = &'a str>,
-    ) -> ApiResult<HashMap<&'a str, battery::Model>> {
-        let mut by_id: HashMap<i64, Vec<&'a str>> = HashMap::new();
-        let mut serials: Vec<&'a str> = Vec::new();
-        for r in refs {
-            match ids::decode(Kind::Battery, r) {
-                Ok(id) => by_id.entry(id).or_default().push(r),
-                Err(_) => serials.push(r),
-            }
-        }
-        serials.sort_unstable();
-        serials.dedup();
-        if by_id.is_empty() && serials.is_empty() {
-            return Ok(HashMap::new());
-        }
-        // Only the lists given: an empty one would be bound as `$3 = $4`,
-        // which the planner cannot drop, and the `OR` would then scan
-        // every battery of the tenant.
-        let mut named = Condition::any();
-        if !by_id.is_empty() {
-            named = named.add(crate::db::id_in(
-                self.db.get_database_backend(),
-                battery::Column::Id,
-                by_id.keys().copied(),
-            ));
-        }
-        if !serials.is_empty() {
-            named = named.add(battery::Column::Serial.is_in(serials.iter().copied()));
-        }
-        let found = battery::Entity::find()
-            .filter(who.condition::<battery::Entity>())
-            .filter(named)
-            .all(&self.db)
-            .await?;
-        let mut out = HashMap::new();
-        for b in found {
-            if let Some(refs) = by_id.get(&b.id) {
-                for r in refs {
-                    out.insert(*r, b.clone());
-                }
-            }
-            if let Ok(i) = serials.binary_search(&b.serial.as_str()) {
-                out.insert(serials[i], b);
-            }
-        }
-        Ok(out)
     }
 }
 

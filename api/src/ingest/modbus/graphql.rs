@@ -63,34 +63,43 @@ impl ModbusSubscription {
         ctx: &Context<'_>,
         scope: Option<LiveScope>,
     ) -> Result<impl Stream<Item = BmsStatusEvent> + use<>> {
-        let who = ctx.data::<Principal>()?.clone();
-        let db = ctx.data::<HierarchyService>()?.db().clone();
-        let filter = Filter::new(&db, who, scope.unwrap_or_default()).await?;
-        if filter.level() == Some(Kind::Battery) {
-            return Err(ApiError::validation(
-                "scope",
-                "a battery has no connection; give a BMS, zone, site or client",
-            )
-            .extend());
-        }
-        let rx = ctx.data::<Arc<StatusRegistry>>()?.subscribe();
-        Ok(futures_util::stream::unfold(
-            (rx, filter),
-            |(mut rx, filter)| async move {
-                loop {
-                    match rx.recv().await {
-                        Ok(change) if filter.accepts(&change.owner, 0) => {
-                            let event = BmsStatusEvent {
-                                bms_id: ids::encode(Kind::Bms, change.bms_id),
-                                state: change.connection,
-                            };
-                            return Some((event, (rx, filter)));
-                        }
-                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    }
-                }
-            },
-        ))
+        Box::pin(open_bms_status(ctx, scope)).await
     }
+}
+
+/// Opens a `bmsStatus` stream (boxed by its caller: see
+/// `telemetry::live::open`).
+async fn open_bms_status(
+    ctx: &Context<'_>,
+    scope: Option<LiveScope>,
+) -> Result<impl Stream<Item = BmsStatusEvent> + use<>> {
+    let who = ctx.data::<Principal>()?.clone();
+    let db = ctx.data::<HierarchyService>()?.db().clone();
+    let filter = Filter::new(&db, who, scope.unwrap_or_default()).await?;
+    if filter.level() == Some(Kind::Battery) {
+        return Err(ApiError::validation(
+            "scope",
+            "a battery has no connection; give a BMS, zone, site or client",
+        )
+        .extend());
+    }
+    let rx = ctx.data::<Arc<StatusRegistry>>()?.subscribe();
+    Ok(futures_util::stream::unfold(
+        (rx, filter),
+        |(mut rx, filter)| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(change) if filter.accepts(&change.owner, 0) => {
+                        let event = BmsStatusEvent {
+                            bms_id: ids::encode(Kind::Bms, change.bms_id),
+                            state: change.connection,
+                        };
+                        return Some((event, (rx, filter)));
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        },
+    ))
 }
