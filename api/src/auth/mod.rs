@@ -133,6 +133,17 @@ impl Principal {
         }
     }
 
+    /// Whether a battery at `o` is within this caller's scope: the rule of
+    /// [`Self::condition`], on a place already known.
+    pub fn sees(&self, o: &crate::bus::Owner) -> bool {
+        o.tenant_id == self.tenant_id
+            && self
+                .clients
+                .as_ref()
+                .is_none_or(|c| c.contains(&o.client_id))
+            && self.sites.as_ref().is_none_or(|s| s.contains(&o.site_id))
+    }
+
     /// The SQL predicate that limits entity `E` to this caller's scope.
     pub fn condition<E: Scoped>(&self) -> Condition {
         let mut cond = Condition::all().add(E::tenant_col().eq(self.tenant_id));

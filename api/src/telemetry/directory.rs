@@ -9,8 +9,7 @@
 //! moved, drops what it holds. A battery created since is simply not held
 //! yet, and is read from the table like any other miss.
 //!
-//! The caller's scope is checked in memory, with the same rule as the SQL
-//! predicate [`Principal::condition`] applies.
+//! The caller's scope is checked in memory ([`Principal::sees`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -18,7 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use entities::battery;
 use entities::enums::Chemistry;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QuerySelect,
     Statement,
 };
 
@@ -28,7 +27,7 @@ use crate::error::ApiResult;
 use crate::ids::{self, Kind};
 
 /// What the pipeline needs of a battery.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Debug)]
 pub struct BatteryRef {
     pub id: i64,
     pub serial: String,
@@ -60,31 +59,21 @@ impl From<Row> for BatteryRef {
     }
 }
 
-/// Whether `who` may see (and feed) battery `b`.
-fn in_scope(who: &Principal, b: &BatteryRef) -> bool {
-    b.owner.tenant_id == who.tenant_id
-        && who
-            .clients
-            .as_ref()
-            .is_none_or(|c| c.contains(&b.owner.client_id))
-        && who
-            .sites
-            .as_ref()
-            .is_none_or(|s| s.contains(&b.owner.site_id))
-}
-
 #[derive(Default)]
 struct Held {
     /// The generation these entries were read at (or after).
     generation: i64,
     by_id: HashMap<i64, Arc<BatteryRef>>,
-    by_serial: HashMap<(i64, String), Arc<BatteryRef>>,
+    /// Serials are unique within a tenant.
+    by_serial: HashMap<i64, HashMap<String, Arc<BatteryRef>>>,
 }
 
 impl Held {
     fn insert(&mut self, b: Arc<BatteryRef>) {
         self.by_serial
-            .insert((b.owner.tenant_id, b.serial.clone()), b.clone());
+            .entry(b.owner.tenant_id)
+            .or_default()
+            .insert(b.serial.clone(), b.clone());
         self.by_id.insert(b.id, b);
     }
 }
@@ -97,15 +86,15 @@ pub struct Directory {
 
 /// The references of one call, split by kind.
 #[derive(Default)]
-pub struct Wanted<'a> {
-    pub by_id: HashMap<i64, Vec<&'a str>>,
+struct Wanted<'a> {
+    by_id: HashMap<i64, Vec<&'a str>>,
     /// Sorted, without repeats.
-    pub serials: Vec<&'a str>,
+    serials: Vec<&'a str>,
 }
 
 impl<'a> Wanted<'a> {
     /// The references of a batch: global ids decoded, the rest serials.
-    pub fn from_refs(refs: impl Iterator<Item = &'a str>) -> Self {
+    fn from_refs(refs: impl Iterator<Item = &'a str>) -> Self {
         let mut wanted = Self::default();
         for r in refs {
             match ids::decode(Kind::Battery, r) {
@@ -135,19 +124,20 @@ impl Directory {
                 "SELECT generation FROM battery_directory WHERE id = 1",
             ))
             .await?;
-        Ok(match row {
-            Some(row) => row.try_get_by_index::<i64>(0)?,
-            None => 0,
-        })
+        let row = row.ok_or_else(|| {
+            DbErr::RecordNotFound("battery_directory row 1 (migration 13)".into())
+        })?;
+        Ok(row.try_get_by_index::<i64>(0)?)
     }
 
-    /// The batteries `wanted` names that `who` may see, keyed by the
-    /// reference used; the others are left out.
+    /// The batteries `refs` name (global ids or serials) that `who` may
+    /// see, keyed by the reference used; the others are left out.
     pub async fn resolve<'a>(
         &self,
         who: &Principal,
-        wanted: &Wanted<'a>,
+        refs: impl Iterator<Item = &'a str>,
     ) -> ApiResult<HashMap<&'a str, Arc<BatteryRef>>> {
+        let wanted = Wanted::from_refs(refs);
         let mut out = HashMap::new();
         if wanted.by_id.is_empty() && wanted.serials.is_empty() {
             return Ok(out);
@@ -174,12 +164,9 @@ impl Directory {
                     None => missing_ids.push(*id),
                 }
             }
+            let tenant_serials = held.by_serial.get(&who.tenant_id).filter(|_| usable);
             for s in &wanted.serials {
-                match held
-                    .by_serial
-                    .get(&(who.tenant_id, (*s).to_owned()))
-                    .filter(|_| usable)
-                {
+                match tenant_serials.and_then(|m| m.get(*s)) {
                     Some(b) => {
                         out.insert(*s, b.clone());
                     }
@@ -208,7 +195,7 @@ impl Directory {
                 }
             }
         }
-        out.retain(|_, b| in_scope(who, b));
+        out.retain(|_, b| who.sees(&b.owner));
         Ok(out)
     }
 

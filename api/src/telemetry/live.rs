@@ -151,23 +151,7 @@ impl Filter {
     }
 
     pub(crate) fn accepts(&self, o: &Owner, battery_id: i64) -> bool {
-        if o.tenant_id != self.who.tenant_id {
-            return false;
-        }
-        if self
-            .who
-            .clients
-            .as_ref()
-            .is_some_and(|c| !c.contains(&o.client_id))
-        {
-            return false;
-        }
-        if self
-            .who
-            .sites
-            .as_ref()
-            .is_some_and(|s| !s.contains(&o.site_id))
-        {
+        if !self.who.sees(o) {
             return false;
         }
         match self.level {

@@ -10,7 +10,7 @@ use chrono::Duration;
 use sea_orm::{ActiveEnum, DatabaseConnection};
 
 use super::checks::{self, UNKNOWN_BATTERY};
-use super::directory::{Directory, Wanted};
+use super::directory::Directory;
 use super::input::{IngestReport, RejectedSample, SampleInput};
 use super::writer::Writer;
 use crate::auth::Principal;
@@ -61,8 +61,10 @@ impl Ingestor {
                 Err(r) => rejected.push(r),
             }
         }
-        let wanted = Wanted::from_refs(samples.iter().map(|(_, s)| s.battery.as_str()));
-        let batteries = self.directory.resolve(who, &wanted).await?;
+        let batteries = self
+            .directory
+            .resolve(who, samples.iter().map(|(_, s)| s.battery.as_str()))
+            .await?;
         let now = chrono::Utc::now();
         let max_future = Duration::seconds(self.config.max_future_secs);
         let mut rows = Vec::with_capacity(samples.len());
