@@ -11,7 +11,8 @@
 //! (default 1000), LIVE_SECONDS (default 5), LIVE_IDLE (default 10000),
 //! LIVE_IDLE_WAVE (idle subscriptions set up at once, default 500),
 //! LIVE_BACKENDS (default `sqlite,postgres`), LIVE_WRITERS (PostgreSQL
-//! writer tasks, default `ingest.writers`), TEST_DATABASE_URL (the
+//! writer tasks, default `ingest.writers`), LIVE_FOLD_MS (roll-up fold
+//! interval, default `ingest.rollup_fold_ms`), TEST_DATABASE_URL (the
 //! PostgreSQL server; a fresh schema is created), RUST_LOG
 //! (`trackingbms_api::telemetry=debug` shows each written batch).
 
@@ -83,6 +84,8 @@ async fn main() -> anyhow::Result<()> {
         }
         config.modbus.enabled = false;
         config.ingest.writers = env("LIVE_WRITERS", config.ingest.writers);
+        config.ingest.rollup_fold_ms =
+            env("LIVE_FOLD_MS", config.ingest.rollup_fold_ms as usize) as u64;
         println!("{backend}:");
         run(App::build(config).await?, idle).await?;
         // Idle memory once: it does not depend on the database.

@@ -15,7 +15,8 @@ on_both_backends!(
     ndjson_and_csv_bodies,
     large_gzip_body_streams,
     sample_stored_by_hand_is_a_duplicate,
-    replicas_see_each_other_s_battery_changes
+    replicas_see_each_other_s_battery_changes,
+    concurrent_producers_on_the_same_batteries
 );
 
 async fn post(
@@ -337,4 +338,100 @@ async fn replicas_see_each_other_s_battery_changes(t: TestApp) {
     .await;
     assert_eq!(ingest(&a[4]).await, "UNKNOWN_BATTERY");
     assert_eq!(ingest("SN-A2").await, "UNKNOWN_BATTERY");
+}
+
+/// Producers sending new samples of the same batteries at once, each in
+/// its own order, are all stored (writers that move the same battery
+/// pointers must wait for each other, never deadlock), and each battery's
+/// latest-sample pointer ends at its newest sample.
+async fn concurrent_producers_on_the_same_batteries(t: TestApp) {
+    use trackingbms_api::demo::fleet::FleetSpec;
+    use trackingbms_api::ids::{self, Kind};
+    use trackingbms_api::telemetry::input::SampleInput;
+
+    const PRODUCERS: usize = 4;
+    const ROUNDS: usize = 80;
+    let soh = |k: usize| 60.0 + k as f64 * 0.1;
+    let spec = FleetSpec {
+        clients: 1,
+        sites_per_client: 1,
+        zones_per_site: 1,
+        bms_per_zone: 3,
+        batteries_per_bms: 100,
+        seed: 9,
+    };
+    trackingbms_api::fixtures::seed_fleet(&t.app, &spec)
+        .await
+        .unwrap();
+    let batteries: Vec<String> = {
+        use sea_orm::EntityTrait;
+        entities::battery::Entity::find()
+            .all(&t.app.db)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|b| ids::encode(Kind::Battery, b.id).0)
+            .collect()
+    };
+    // Whole milliseconds: both backends store them exactly.
+    let start = chrono::DurationRound::duration_trunc(
+        chrono::Utc::now() + chrono::Duration::seconds(1),
+        chrono::Duration::milliseconds(1),
+    )
+    .unwrap();
+    let producers = (0..PRODUCERS).map(|p| {
+        let ingestor = t.app.ingestor.clone();
+        let who = t.app.system("test");
+        let mut order = batteries.clone();
+        // Each producer its own order: rotated, and reversed for odd ones.
+        order.rotate_left(p * batteries.len() / PRODUCERS);
+        if p % 2 == 1 {
+            order.reverse();
+        }
+        tokio::spawn(async move {
+            let mut stored = 0;
+            for round in 0..ROUNDS {
+                let ts = start + chrono::Duration::milliseconds((round * PRODUCERS + p) as i64);
+                let records = order
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| {
+                        let s = SampleInput {
+                            voltage_v: Some(51.0),
+                            soh_pct: Some(soh(round * PRODUCERS + p)),
+                            ..SampleInput::new(b.clone(), ts)
+                        };
+                        (i as u64, Ok(s))
+                    })
+                    .collect();
+                let report = ingestor.ingest(&who, records).await.unwrap_or_else(|e| {
+                    panic!("producer {p}, round {round}: {e}");
+                });
+                stored += report.stored;
+            }
+            stored
+        })
+    });
+    let mut stored = 0;
+    for producer in producers.collect::<Vec<_>>() {
+        stored += producer.await.unwrap();
+    }
+    assert_eq!(stored as usize, PRODUCERS * ROUNDS * batteries.len());
+
+    // Every pointer at the newest sample (the last round's last producer).
+    let last = ROUNDS * PRODUCERS - 1;
+    let newest = start + chrono::Duration::milliseconds(last as i64);
+    use sea_orm::EntityTrait;
+    let rows = entities::battery::Entity::find()
+        .all(&t.app.db)
+        .await
+        .unwrap();
+    for b in rows {
+        assert_eq!(
+            (b.last_sample_at, b.soh_pct),
+            (Some(newest), Some(soh(last))),
+            "battery {}",
+            b.serial
+        );
+    }
 }
