@@ -1,7 +1,8 @@
 //! Battery telemetry: what producers send ([`input`]), how a sample is
 //! checked ([`checks`]) against its battery ([`directory`]), the shared
 //! ingestion path ([`pipeline`]) and its single batching [`writer`], the
-//! sample store ([`store`]; on PostgreSQL through `COPY`, [`pg_write`])
+//! sample store ([`store`]; on PostgreSQL through binary `COPY`, [`pg_write`]
+//! and [`pg_copy`])
 //! with its incremental hourly/daily roll-ups ([`rollup`], added up by
 //! [`fold`]) and [`retention`], and the GraphQL surface ([`graphql`]:
 //! `ingestSamples`, `batteryMetrics`, `Battery.latestSample`).
@@ -12,6 +13,7 @@ pub mod fold;
 pub mod graphql;
 pub mod input;
 pub mod live;
+mod pg_copy;
 mod pg_write;
 pub mod pipeline;
 pub mod retention;

@@ -36,6 +36,7 @@ use sea_orm::sqlx::{self, PgPool, Postgres, Transaction};
 use sea_orm::{DbErr, RuntimeErr};
 
 use super::checks::Checked;
+use super::pg_copy::BinaryRows;
 use super::rollup;
 use super::store::{self, SampleKey};
 use crate::db::sqlx_error as db_err;
@@ -48,9 +49,6 @@ const COLUMNS: &str = "battery_id, ts, voltage_v, current_a, power_w, soc_pct, s
 /// Taken by a write for its update of battery pointers, to its commit
 /// (one key among the project's advisory locks).
 const POINTER_LOCK: i64 = 7_202_614;
-
-/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01 UTC).
-const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 /// Stores the new samples of `rows` (see [`super::store::write`]).
 pub async fn write(pool: &PgPool, rows: &[Checked]) -> ApiResult<Vec<bool>> {
@@ -190,37 +188,11 @@ async fn copy_in(
     if samples.is_empty() {
         return Ok(());
     }
-    let mut sink = tx
-        .copy_in_raw(&format!(
-            "COPY battery_samples ({COLUMNS}) FROM STDIN (FORMAT binary)"
-        ))
-        .await
-        .map_err(db_err)?;
-    sink.send(binary_copy(samples)).await.map_err(db_err)?;
-    sink.finish().await.map_err(db_err)?;
-    Ok(())
-}
-
-/// `samples` in `COPY`'s binary format: a header, then per row the field
-/// count and each field as its length (-1: NULL) and big-endian value.
-fn binary_copy(samples: &[&battery_sample::Model]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(19 + samples.len() * 160 + 2);
-    out.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
-    out.extend_from_slice(&0i32.to_be_bytes()); // flags
-    out.extend_from_slice(&0i32.to_be_bytes()); // header extension length
-    let float = |out: &mut Vec<u8>, v: Option<f64>| match v {
-        Some(v) => {
-            out.extend_from_slice(&8i32.to_be_bytes());
-            out.extend_from_slice(&v.to_be_bytes());
-        }
-        None => out.extend_from_slice(&(-1i32).to_be_bytes()),
-    };
+    let mut rows = BinaryRows::new(samples.len() * 160);
     for s in samples {
-        out.extend_from_slice(&15i16.to_be_bytes());
-        out.extend_from_slice(&8i32.to_be_bytes());
-        out.extend_from_slice(&s.battery_id.to_be_bytes());
-        out.extend_from_slice(&8i32.to_be_bytes());
-        out.extend_from_slice(&(s.ts.timestamp_micros() - PG_EPOCH_MICROS).to_be_bytes());
+        rows.row(15);
+        rows.int8(s.battery_id);
+        rows.timestamptz(s.ts);
         for v in [
             s.voltage_v,
             s.current_a,
@@ -233,20 +205,17 @@ fn binary_copy(samples: &[&battery_sample::Model]) -> Vec<u8> {
             s.energy_kwh,
             s.efficiency_pct,
         ] {
-            float(&mut out, v);
+            rows.float8(v);
         }
-        match s.cycle_count {
-            Some(c) => {
-                out.extend_from_slice(&4i32.to_be_bytes());
-                out.extend_from_slice(&c.to_be_bytes());
-            }
-            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
-        }
-        float(&mut out, s.cell_voltage_min_v);
-        float(&mut out, s.cell_voltage_max_v);
+        rows.int4(s.cycle_count);
+        rows.float8(s.cell_voltage_min_v);
+        rows.float8(s.cell_voltage_max_v);
     }
-    out.extend_from_slice(&(-1i16).to_be_bytes());
-    out
+    rows.copy(
+        tx,
+        &format!("COPY battery_samples ({COLUMNS}) FROM STDIN (FORMAT binary)"),
+    )
+    .await
 }
 
 /// Which of `samples` (late ones) are already stored.
@@ -310,31 +279,31 @@ async fn insert_checked(
     Ok(keys.into_iter().collect())
 }
 
-/// Appends `buckets` to the roll-up backlog with [`rollup::pg_append_sql`]:
-/// one array per column, rows in key order.
+/// Appends `buckets` to the roll-up backlog, in key order, with a binary
+/// `COPY` (the backlog has no key to check).
 async fn append_rollups(
     tx: &mut Transaction<'static, Postgres>,
     buckets: HashMap<rollup::BucketKey, rollup::Bucket>,
 ) -> Result<(), DbErr> {
-    let rows = rollup::sorted(buckets);
-    if rows.is_empty() {
+    let buckets = rollup::sorted(buckets);
+    if buckets.is_empty() {
         return Ok(());
     }
-    let cells: Vec<Vec<rollup::Cell>> = rows.iter().map(|(_, b)| rollup::cells(b)).collect();
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(rollup::pg_append_sql()))
-        .bind(rows.iter().map(|(k, _)| k.0).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(k, _)| k.1).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(k, _)| k.2).collect::<Vec<_>>());
-    for column in 0..cells[0].len() {
-        query = query.bind(
-            cells
-                .iter()
-                .map(|row| row[column].as_f64())
-                .collect::<Vec<_>>(),
-        );
+    let mut rows = BinaryRows::new(buckets.len() * 400);
+    for ((battery, resolution, start), bucket) in &buckets {
+        let cells = rollup::cells(bucket);
+        rows.row((rollup::KEY_COLUMNS.len() + cells.len()) as i16);
+        rows.int8(*battery);
+        rows.text(resolution);
+        rows.timestamptz(*start);
+        for cell in cells {
+            match cell {
+                rollup::Cell::Count(n) => rows.int8(n),
+                rollup::Cell::Float(v) => rows.float8(v),
+            }
+        }
     }
-    query.execute(&mut **tx).await.map_err(db_err)?;
-    Ok(())
+    rows.copy(tx, rollup::pg_copy_backlog_sql()).await
 }
 
 /// Moves each battery's latest-sample pointer (and SOH) forward to its

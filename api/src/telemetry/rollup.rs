@@ -174,17 +174,6 @@ pub enum Cell {
     Float(Option<f64>),
 }
 
-impl Cell {
-    /// As a float: PostgreSQL's upsert takes every value column as a
-    /// `float8` array and casts counts back (exact below 2^53).
-    pub fn as_f64(self) -> Option<f64> {
-        match self {
-            Cell::Count(n) => Some(n as f64),
-            Cell::Float(v) => v,
-        }
-    }
-}
-
 impl From<Cell> for SimpleExpr {
     fn from(c: Cell) -> Self {
         match c {
@@ -229,7 +218,7 @@ pub fn sorted(buckets: HashMap<BucketKey, Bucket>) -> Vec<(BucketKey, Bucket)> {
 pub const BACKLOG: &str = "rollup_backlog";
 
 /// Appends the buckets to the backlog (SQLite; PostgreSQL:
-/// [`pg_append_sql`]).
+/// [`pg_copy_backlog_sql`]).
 pub async fn append(
     db: &impl ConnectionTrait,
     buckets: HashMap<BucketKey, Bucket>,
@@ -263,28 +252,19 @@ fn append_statements(buckets: HashMap<BucketKey, Bucket>) -> Vec<InsertStatement
     out
 }
 
-/// PostgreSQL: the append of buckets given as one array per column — the
-/// key's, then every value column's as `float8` — whatever their number.
-/// Its text never changes, so it is parsed and planned once per
-/// connection (a multi-row insert binds 35 parameters per bucket and took
-/// 50 ms a batch to plan).
-pub fn pg_append_sql() -> &'static str {
+/// PostgreSQL: the binary `COPY` that appends buckets to the backlog,
+/// their key then [`value_columns`] in order (counts as `bigint`, the rest
+/// as `double precision`, as in `battery_rollups`).
+pub fn pg_copy_backlog_sql() -> &'static str {
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         let values = value_columns();
         let names: Vec<&str> = KEY_COLUMNS
             .into_iter()
             .chain(values.iter().map(|(c, _)| c.as_str()))
             .collect();
-        let arrays: Vec<String> = ["bigint", "text", "timestamptz"]
-            .into_iter()
-            .chain(values.iter().map(|_| "float8"))
-            .enumerate()
-            .map(|(i, ty)| format!("${}::{ty}[]", i + 1))
-            .collect();
         format!(
-            "INSERT INTO {BACKLOG} ({}) SELECT * FROM UNNEST({})",
-            names.join(", "),
-            arrays.join(", "),
+            "COPY {BACKLOG} ({}) FROM STDIN (FORMAT binary)",
+            names.join(", ")
         )
     });
     &SQL
