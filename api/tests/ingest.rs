@@ -345,6 +345,7 @@ async fn replicas_see_each_other_s_battery_changes(t: TestApp) {
 /// pointers must wait for each other, never deadlock), and each battery's
 /// latest-sample pointer ends at its newest sample.
 async fn concurrent_producers_on_the_same_batteries(t: TestApp) {
+    use sea_orm::EntityTrait;
     use trackingbms_api::demo::fleet::FleetSpec;
     use trackingbms_api::ids::{self, Kind};
     use trackingbms_api::telemetry::input::SampleInput;
@@ -363,16 +364,13 @@ async fn concurrent_producers_on_the_same_batteries(t: TestApp) {
     trackingbms_api::fixtures::seed_fleet(&t.app, &spec)
         .await
         .unwrap();
-    let batteries: Vec<String> = {
-        use sea_orm::EntityTrait;
-        entities::battery::Entity::find()
-            .all(&t.app.db)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|b| ids::encode(Kind::Battery, b.id).0)
-            .collect()
-    };
+    let batteries: Vec<String> = entities::battery::Entity::find()
+        .all(&t.app.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| ids::encode(Kind::Battery, b.id).0)
+        .collect();
     // Whole milliseconds: both backends store them exactly.
     let start = chrono::DurationRound::duration_trunc(
         chrono::Utc::now() + chrono::Duration::seconds(1),
@@ -421,7 +419,6 @@ async fn concurrent_producers_on_the_same_batteries(t: TestApp) {
     // Every pointer at the newest sample (the last round's last producer).
     let last = ROUNDS * PRODUCERS - 1;
     let newest = start + chrono::Duration::milliseconds(last as i64);
-    use sea_orm::EntityTrait;
     let rows = entities::battery::Entity::find()
         .all(&t.app.db)
         .await
