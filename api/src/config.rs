@@ -377,7 +377,8 @@ pub struct IngestConfig {
     /// Write transactions in flight at once on PostgreSQL (SQLite has one).
     pub writers: usize,
     /// How often the roll-up backlog is added to the hourly and daily
-    /// roll-ups (reads of roll-ups also add it first).
+    /// roll-ups and moves battery pointers (`lastSampleAt`, `sohPct`);
+    /// reads of roll-ups also add it first.
     pub rollup_fold_ms: u64,
     /// Submissions that may wait for the writer; beyond that producers wait.
     pub queue_depth: usize,

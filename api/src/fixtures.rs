@@ -44,11 +44,13 @@ pub async fn fresh_pg_schema(base: &str) -> anyhow::Result<String> {
 }
 
 /// Creates `spec` in the app's default tenant and writes one sample per
-/// battery; returns the number of batteries.
+/// battery, folded (roll-ups and battery pointers up to date); returns the
+/// number of batteries.
 pub async fn seed_fleet(app: &App, spec: &FleetSpec) -> anyhow::Result<usize> {
     let created = fleet::create(&app.hierarchy, &app.system("fixtures"), spec).await?;
     let mut sim = FleetSim::new(&created, spec.seed);
     let samples = sim.step(crate::clock::now(), 5.0);
     crate::telemetry::store::write_samples(&app.db, &samples).await?;
+    crate::telemetry::fold::fold(&app.db).await?;
     Ok(created.len())
 }

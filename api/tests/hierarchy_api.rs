@@ -243,6 +243,8 @@ async fn filters_and_sorting(t: TestApp) {
     };
     write("SN-A", 71.5).await;
     write("SN-B", 93.0).await;
+    // Battery SOH moves with the roll-up fold.
+    t.fold().await;
 
     let count = |filter: &'static str| {
         let t = &t;
@@ -719,6 +721,7 @@ async fn battery_metrics_pages_raw_samples(t: TestApp) {
     let expected: Vec<f64> = samples.iter().map(|s| s.voltage_v.unwrap()).collect();
     assert_eq!(got, expected, "oldest first, each once");
 
+    t.fold().await;
     let latest = t
         .data("query($id: ID!) { node(id: $id) { ... on Battery { sohPct lastSampleAt latestSample { socPct } } } }", json!({ "id": a[4] }))
         .await;

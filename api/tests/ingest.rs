@@ -86,9 +86,18 @@ async fn graphql_batches_keep_valid_samples(t: TestApp) {
     assert_eq!(r["rejectedCount"], 6);
     assert_eq!(t.raw_sample_count(&ids[4]).await, 2);
 
-    // Out of order: the newest sample stays the battery's latest.
+    // Out of order: the newest sample stays the battery's latest (read from
+    // the samples), and its SOH the battery's once folded.
     let latest = t
-        .data("query($id: ID!) { node(id: $id) { ... on Battery { sohPct latestSample { ts socPct } } } }", json!({ "id": ids[4] }))
+        .data(
+            "query($id: ID!) { node(id: $id) { ... on Battery { latestSample { ts socPct } } } }",
+            json!({ "id": ids[4] }),
+        )
+        .await;
+    assert_eq!(latest["node"]["latestSample"]["socPct"], 60.0);
+    t.fold().await;
+    let latest = t
+        .data("query($id: ID!) { node(id: $id) { ... on Battery { sohPct latestSample { socPct } } } }", json!({ "id": ids[4] }))
         .await;
     assert_eq!(latest["node"]["latestSample"]["socPct"], 60.0);
     assert_eq!(latest["node"]["sohPct"], 97.0);
@@ -103,6 +112,40 @@ async fn graphql_batches_keep_valid_samples(t: TestApp) {
     assert_eq!(again["ingestSamples"]["stored"], 0);
     assert_eq!(again["ingestSamples"]["duplicates"], 1);
     assert_eq!(t.raw_sample_count(&ids[4]).await, 2);
+
+    // Pointers move forward only: a late sample's SOH is not the battery's;
+    // a newer sample without SOH moves the time, not the SOH; in one batch,
+    // the newest sample that reports SOH gives it.
+    let pointers = async |samples: Value| {
+        t.data(INGEST, json!({ "s": samples })).await;
+        t.fold().await;
+        let b = t
+            .data(
+                "query($id: ID!) { node(id: $id) { ... on Battery { sohPct lastSampleAt } } }",
+                json!({ "id": ids[4] }),
+            )
+            .await;
+        (
+            b["node"]["lastSampleAt"].clone(),
+            b["node"]["sohPct"].clone(),
+        )
+    };
+    assert_eq!(
+        pointers(json!([
+            { "battery": ids[4], "ts": "2026-01-01T00:00:30Z", "socPct": 60.0, "sohPct": 90.0 },
+            { "battery": ids[4], "ts": "2026-01-01T00:05:00Z", "socPct": 60.0 },
+        ]))
+        .await,
+        (json!("2026-01-01T00:05:00+00:00"), json!(97.0))
+    );
+    assert_eq!(
+        pointers(json!([
+            { "battery": ids[4], "ts": "2026-01-01T00:07:00Z", "socPct": 60.0 },
+            { "battery": ids[4], "ts": "2026-01-01T00:06:00Z", "socPct": 60.0, "sohPct": 96.5 },
+        ]))
+        .await,
+        (json!("2026-01-01T00:07:00+00:00"), json!(96.5))
+    );
 }
 
 async fn ndjson_and_csv_bodies(t: TestApp) {
@@ -416,7 +459,9 @@ async fn concurrent_producers_on_the_same_batteries(t: TestApp) {
     }
     assert_eq!(stored as usize, PRODUCERS * ROUNDS * batteries.len());
 
-    // Every pointer at the newest sample (the last round's last producer).
+    // Every pointer at the newest sample (the last round's last producer),
+    // once folded.
+    t.fold().await;
     let last = ROUNDS * PRODUCERS - 1;
     let newest = start + chrono::Duration::milliseconds(last as i64);
     let rows = entities::battery::Entity::find()

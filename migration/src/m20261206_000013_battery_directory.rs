@@ -4,7 +4,7 @@
 //! the pipeline reads of it (tenant, ancestry, serial, chemistry, nominal
 //! ratings). A replica that sees the number move drops what it holds, so a
 //! move, a delete or a new serial on one replica is seen by every other one
-//! at its next ingest call. The sample writer's own updates of a battery
+//! at its next ingest call. Moves of a battery's pointers
 //! (`last_sample_at`, `soh_pct`) do not bump it; neither does a new battery,
 //! which no replica holds yet.
 

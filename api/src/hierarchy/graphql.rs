@@ -488,10 +488,13 @@ impl Battery {
     async fn install_date(&self) -> NaiveDate {
         self.0.install_date
     }
-    /// State of health of the latest sample, in percent.
+    /// State of health of the newest sample that reported one, in percent,
+    /// as of the last roll-up fold (at most `ingest.rollup_fold_ms` behind).
     async fn soh_pct(&self) -> Option<f64> {
         self.0.soh_pct
     }
+    /// Time of the newest sample, as of the last roll-up fold (at most
+    /// `ingest.rollup_fold_ms` behind; `latestSample` is never behind).
     async fn last_sample_at(&self) -> Option<DateTime<Utc>> {
         self.0.last_sample_at
     }

@@ -8,9 +8,16 @@
 //! one writer). Writers no longer queue on the same roll-up rows, and a
 //! bucket is rewritten once per fold rather than once per write.
 //!
+//! The same fold moves each battery's pointers (`last_sample_at`, and
+//! `soh_pct` from the newest sample that has one) forward to the newest
+//! of its partial buckets', never backwards: a battery row is rewritten
+//! once per fold rather than by every write.
+//!
 //! A fold runs every `ingest.rollup_fold_ms` and before every read of
 //! roll-ups (`batteryMetrics` at HOUR/DAY, prediction histories, plugin
-//! inputs), so a reader sees every sample committed before it asked.
+//! inputs), so a reader sees every sample committed before it asked. A
+//! battery's `lastSampleAt` and `sohPct` are as of the last fold;
+//! `latestSample` reads the samples.
 //! Partial buckets of a battery deleted meanwhile are dropped.
 
 use std::time::Duration;
@@ -41,7 +48,9 @@ const FOLD_LOCK: i64 = 7_202_612;
 /// into the stored ones. On PostgreSQL one statement also takes them out of
 /// the backlog (`DELETE … RETURNING`); on SQLite the fold's transaction
 /// deletes them after. Partial DAY buckets left by an older version repeat
-/// their HOUR ones and are dropped.
+/// their HOUR ones and are dropped. PostgreSQL's statement also moves the
+/// battery pointers ([`move_pointers`]); SQLite's fold runs
+/// [`sqlite_pointer_statement`] before emptying the backlog.
 fn fold_statements(backend: DbBackend) -> Vec<String> {
     let values = rollup::value_columns();
     let names: Vec<&str> = KEY_COLUMNS
@@ -70,12 +79,19 @@ fn fold_statements(backend: DbBackend) -> Vec<String> {
     match backend {
         DbBackend::Postgres => vec![format!(
             "WITH moved AS (DELETE FROM {BACKLOG} RETURNING *), \
-             hours AS (SELECT battery_id, resolution, bucket, {partials} FROM moved {pending} {by_hour}) \
+             hours AS (SELECT battery_id, resolution, bucket, {partials} FROM moved {pending} {by_hour}), \
+             newest AS (SELECT battery_id, max(newest_sample_at) AS at FROM moved \
+             WHERE newest_sample_at IS NOT NULL GROUP BY battery_id), \
+             soh AS (SELECT DISTINCT ON (battery_id) battery_id, newest_soh_at AS at, \
+             newest_soh_pct AS pct FROM moved WHERE newest_soh_at IS NOT NULL \
+             ORDER BY battery_id, newest_soh_at DESC), \
+             pointers AS ({pointers}) \
              INSERT INTO battery_rollups ({names}) \
              SELECT * FROM hours UNION ALL \
              SELECT battery_id, '{DAY}', date_trunc('day', bucket, 'UTC'), {partials} FROM hours \
              GROUP BY battery_id, date_trunc('day', bucket, 'UTC') \
-             ORDER BY battery_id, resolution, bucket {upsert}"
+             ORDER BY battery_id, resolution, bucket {upsert}",
+            pointers = move_pointers("newest", "soh")
         )],
         // Times are stored as RFC 3339 text (`2026-03-01T10:00:00+00:00`).
         _ => {
@@ -96,8 +112,40 @@ fn fold_statements(backend: DbBackend) -> Vec<String> {
     }
 }
 
-/// Adds every pending partial bucket to the roll-ups; returns how many
-/// buckets were written (0 when nothing was pending).
+/// The update moving battery pointers forward: `newest` has each
+/// battery's newest pending sample time (`battery_id`, `at`), `soh` its
+/// newest pending SOH (`battery_id`, `at`, `pct`), if any. SOH moves only
+/// with a sample newer than the stored pointer, like the pointer itself.
+fn move_pointers(newest: &str, soh: &str) -> String {
+    format!(
+        "UPDATE batteries SET last_sample_at = n.at, soh_pct = CASE WHEN s.at IS NOT NULL \
+         AND (batteries.last_sample_at IS NULL OR s.at > batteries.last_sample_at) \
+         THEN s.pct ELSE batteries.soh_pct END \
+         FROM {newest} AS n LEFT JOIN {soh} AS s ON s.battery_id = n.battery_id \
+         WHERE batteries.id = n.battery_id \
+         AND (batteries.last_sample_at IS NULL OR batteries.last_sample_at < n.at)"
+    )
+}
+
+/// SQLite: the update moving battery pointers, before the backlog is
+/// emptied (PostgreSQL's is part of its one statement). A bare column
+/// beside `max()` is taken from the row with the maximum.
+fn sqlite_pointer_statement() -> String {
+    move_pointers(
+        &format!(
+            "(SELECT battery_id, max(newest_sample_at) AS at FROM {BACKLOG} \
+             WHERE newest_sample_at IS NOT NULL GROUP BY battery_id)"
+        ),
+        &format!(
+            "(SELECT battery_id, max(newest_soh_at) AS at, newest_soh_pct AS pct \
+             FROM {BACKLOG} WHERE newest_soh_at IS NOT NULL GROUP BY battery_id)"
+        ),
+    )
+}
+
+/// Adds every pending partial bucket to the roll-ups and moves battery
+/// pointers; returns how many buckets were written (0 when nothing was
+/// pending).
 pub async fn fold(db: &DatabaseConnection) -> ApiResult<u64> {
     let backend = db.get_database_backend();
     let pending = db
@@ -123,6 +171,7 @@ pub async fn fold(db: &DatabaseConnection) -> ApiResult<u64> {
         written += txn.execute_unprepared(&statement).await?.rows_affected();
     }
     if backend != DbBackend::Postgres {
+        txn.execute_unprepared(&sqlite_pointer_statement()).await?;
         txn.execute_unprepared(&format!("DELETE FROM {BACKLOG}"))
             .await?;
     }

@@ -441,11 +441,9 @@ impl Loader<LatestSampleKey> for ScopedLoader {
     }
 }
 
-/// The battery's newest sample (the battery row is already scope-checked).
+/// The battery's newest sample (the battery row is already scope-checked),
+/// read from the samples: the battery's pointer moves only with the fold.
 pub async fn latest_sample(ctx: &Context<'_>, b: &battery::Model) -> Result<Option<Sample>> {
-    if b.last_sample_at.is_none() {
-        return Ok(None);
-    }
     let loader = loaders(ctx)?;
     loader
         .load_one(LatestSampleKey(b.id))

@@ -68,6 +68,11 @@ impl BinaryRows {
         self.int8(v.timestamp_micros() - PG_EPOCH_MICROS);
     }
 
+    /// A NULL of any type.
+    pub fn null(&mut self) {
+        self.field(None);
+    }
+
     /// Sends the rows to `statement` (a `COPY … FROM STDIN (FORMAT binary)`).
     pub async fn copy(
         mut self,

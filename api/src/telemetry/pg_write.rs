@@ -15,13 +15,11 @@
 //! tasks). If two store the same key concurrently, the second `COPY` meets a
 //! unique-key violation even after the probe, and its batch is written
 //! again with per-row conflict checks (`INSERT … ON CONFLICT DO NOTHING`),
-//! which tell which rows were new. Roll-up buckets are appended to the
-//! backlog (no row is shared). Battery pointers are updated by one
-//! writer at a time: a write takes [`POINTER_LOCK`] just before its
-//! pointer update and holds it to its commit. Two writers updating the
-//! same rows otherwise deadlocked at 50k samples/s (the update visits rows
-//! in whatever order its join plan has), and locking the rows in key order
-//! first cost more than the wait: every lock is a row write.
+//! which tell which rows were new. Roll-up buckets, and the battery
+//! pointers they move, are appended to the backlog: a write updates no
+//! row, so writers never wait for each other (updating the batteries'
+//! pointers in every write was its largest statement, and two writers
+//! updating the same rows in their join plans' orders deadlocked).
 //!
 //! `battery_samples` has no foreign key on PostgreSQL (it cost a query per
 //! copied row): a write locks its batteries `FOR KEY SHARE` once, as the
@@ -45,10 +43,6 @@ use crate::error::ApiResult;
 const COLUMNS: &str = "battery_id, ts, voltage_v, current_a, power_w, soc_pct, soh_pct, \
                        temp_min_c, temp_max_c, temp_avg_c, energy_kwh, efficiency_pct, cycle_count, \
                        cell_voltage_min_v, cell_voltage_max_v";
-
-/// Taken by a write for its update of battery pointers, to its commit
-/// (one key among the project's advisory locks).
-const POINTER_LOCK: i64 = 7_202_614;
 
 /// Stores the new samples of `rows` (see [`super::store::write`]).
 pub async fn write(pool: &PgPool, rows: &[Checked]) -> ApiResult<Vec<bool>> {
@@ -74,9 +68,14 @@ async fn write_once(pool: &PgPool, rows: &[Checked], copy: bool) -> Result<Vec<b
     let mut ids: Vec<i64> = rows.iter().map(|r| r.sample.battery_id).collect();
     ids.sort_unstable();
     ids.dedup();
-    // In id order, like every writer, so that lockers wait rather than deadlock.
+    // In id order, like every writer, so that lockers wait rather than
+    // deadlock. Each battery's newest stored sample is read from the
+    // samples (one index probe each): the battery's pointer moves only
+    // with the fold.
     let batteries: Vec<(i64, Option<DateTime<Utc>>)> = sqlx::query_as(
-        "SELECT id, last_sample_at FROM batteries WHERE id = ANY($1) ORDER BY id FOR KEY SHARE",
+        "SELECT b.id, (SELECT s.ts FROM battery_samples s WHERE s.battery_id = b.id \
+         ORDER BY s.ts DESC LIMIT 1) FROM batteries b WHERE b.id = ANY($1) ORDER BY b.id \
+         FOR KEY SHARE OF b",
     )
     .bind(&ids)
     .fetch_all(&mut *tx)
@@ -110,7 +109,6 @@ async fn write_once(pool: &PgPool, rows: &[Checked], copy: bool) -> Result<Vec<b
 
     let new = store::new_rows(rows, &is_new);
     append_rollups(&mut tx, rollup::aggregate(&new, &previous)).await?;
-    set_latest(&mut tx, &store::newest_per_battery(&new)).await?;
     tx.commit().await.map_err(db_err)?;
     Ok(is_new)
 }
@@ -291,7 +289,7 @@ async fn append_rollups(
     }
     let mut rows = BinaryRows::new(buckets.len() * 400);
     for ((battery, resolution, start), bucket) in &buckets {
-        let cells = rollup::cells(bucket);
+        let cells = rollup::backlog_cells(bucket);
         rows.row((rollup::KEY_COLUMNS.len() + cells.len()) as i16);
         rows.int8(*battery);
         rows.text(resolution);
@@ -300,37 +298,10 @@ async fn append_rollups(
             match cell {
                 rollup::Cell::Count(n) => rows.int8(n),
                 rollup::Cell::Float(v) => rows.float8(v),
+                rollup::Cell::Time(Some(t)) => rows.timestamptz(t),
+                rollup::Cell::Time(None) => rows.null(),
             }
         }
     }
     rows.copy(tx, rollup::pg_copy_backlog_sql()).await
-}
-
-/// Moves each battery's latest-sample pointer (and SOH) forward to its
-/// newest new sample; never backwards for late samples. Takes
-/// [`POINTER_LOCK`] first (see the module's doc).
-async fn set_latest(
-    tx: &mut Transaction<'static, Postgres>,
-    newest: &[&battery_sample::Model],
-) -> Result<(), DbErr> {
-    if newest.is_empty() {
-        return Ok(());
-    }
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(POINTER_LOCK)
-        .execute(&mut **tx)
-        .await
-        .map_err(db_err)?;
-    sqlx::query(
-        "UPDATE batteries AS b SET last_sample_at = u.t, soh_pct = COALESCE(u.soh, b.soh_pct) \
-         FROM UNNEST($1::bigint[], $2::timestamptz[], $3::float8[]) AS u(id, t, soh) \
-         WHERE b.id = u.id AND (b.last_sample_at IS NULL OR b.last_sample_at < u.t)",
-    )
-    .bind(newest.iter().map(|s| s.battery_id).collect::<Vec<_>>())
-    .bind(newest.iter().map(|s| s.ts).collect::<Vec<_>>())
-    .bind(newest.iter().map(|s| s.soh_pct).collect::<Vec<_>>())
-    .execute(&mut **tx)
-    .await
-    .map_err(db_err)?;
-    Ok(())
 }

@@ -2,7 +2,8 @@
 //! its new samples into hourly partial buckets and appends them, in its
 //! own transaction, to the roll-up backlog, which [`super::fold`] adds to
 //! the stored hours and days (a late sample lands in, and corrects, its
-//! own buckets).
+//! own buckets). Each partial bucket also carries its newest sample's time
+//! and SOH, which the fold moves its battery's pointers to.
 //! Buckets keep counts, sums, sums of squares, minima and maxima, so
 //! averages and standard deviations stay exact whatever the order of
 //! arrival, and partial buckets add up to the same as one.
@@ -67,6 +68,10 @@ pub struct Bucket {
     pub over_temperature: i64,
     /// Extremes of the reported cell voltages.
     pub cell_voltage: Stat,
+    /// The time of the bucket's newest sample, and the newest SOH with its
+    /// sample's time: the fold moves the battery's pointers to them.
+    pub newest_sample_at: Option<DateTime<Utc>>,
+    pub newest_soh: Option<(DateTime<Utc>, f64)>,
 }
 
 /// (battery, resolution, bucket start)
@@ -109,6 +114,11 @@ pub fn aggregate(
         b.stats[4].add(s.temp_avg_c, s.temp_min_c, s.temp_max_c);
         b.cell_voltage
             .add(None, s.cell_voltage_min_v, s.cell_voltage_max_v);
+        // In time order within a battery: each sample is the newest yet.
+        b.newest_sample_at = Some(s.ts);
+        if let Some(soh) = s.soh_pct {
+            b.newest_soh = Some((s.ts, soh));
+        }
         if energy_kwh > 0.0 {
             b.energy_in_kwh += energy_kwh;
         } else {
@@ -167,11 +177,12 @@ pub(super) fn value_columns() -> Vec<(String, &'static str)> {
     columns
 }
 
-/// A value of a bucket: a count, or a float (`None`: no value).
+/// A value of a bucket: a count, a float or a time (`None`: no value).
 #[derive(Clone, Copy)]
 pub enum Cell {
     Count(i64),
     Float(Option<f64>),
+    Time(Option<DateTime<Utc>>),
 }
 
 impl From<Cell> for SimpleExpr {
@@ -179,6 +190,7 @@ impl From<Cell> for SimpleExpr {
         match c {
             Cell::Count(n) => n.into(),
             Cell::Float(v) => v.into(),
+            Cell::Time(t) => t.into(),
         }
     }
 }
@@ -206,6 +218,32 @@ pub fn cells(b: &Bucket) -> Vec<Cell> {
     out
 }
 
+/// The backlog's columns after [`value_columns`]: the battery pointers a
+/// partial bucket moves (see [`Bucket::newest_sample_at`]).
+pub(super) const POINTER_COLUMNS: [&str; 3] =
+    ["newest_sample_at", "newest_soh_at", "newest_soh_pct"];
+
+/// `b`'s backlog row after its key: [`cells`], then [`POINTER_COLUMNS`].
+pub fn backlog_cells(b: &Bucket) -> Vec<Cell> {
+    let mut out = cells(b);
+    out.extend([
+        Cell::Time(b.newest_sample_at),
+        Cell::Time(b.newest_soh.map(|(at, _)| at)),
+        Cell::Float(b.newest_soh.map(|(_, pct)| pct)),
+    ]);
+    out
+}
+
+/// The backlog's column names, key first, in [`backlog_cells`] order.
+fn backlog_columns() -> Vec<String> {
+    KEY_COLUMNS
+        .into_iter()
+        .map(str::to_owned)
+        .chain(value_columns().into_iter().map(|(c, _)| c))
+        .chain(POINTER_COLUMNS.into_iter().map(str::to_owned))
+        .collect()
+}
+
 /// Buckets in key order, so that a batch's statements are the same
 /// whatever the order its samples came in.
 pub fn sorted(buckets: HashMap<BucketKey, Bucket>) -> Vec<(BucketKey, Bucket)> {
@@ -231,20 +269,17 @@ pub async fn append(
 
 /// The multi-row inserts appending `buckets` to the backlog.
 fn append_statements(buckets: HashMap<BucketKey, Bucket>) -> Vec<InsertStatement> {
-    let columns = value_columns();
+    let columns = backlog_columns();
     let mut out = Vec::new();
     for chunk in sorted(buckets).chunks(ROWS_PER_STATEMENT) {
         let mut insert = Query::insert();
-        insert.into_table(Alias::new(BACKLOG)).columns(
-            KEY_COLUMNS
-                .into_iter()
-                .chain(columns.iter().map(|(c, _)| c.as_str()))
-                .map(Alias::new),
-        );
+        insert
+            .into_table(Alias::new(BACKLOG))
+            .columns(columns.iter().map(Alias::new));
         for ((battery, resolution, start), b) in chunk {
             let mut values: Vec<SimpleExpr> =
                 vec![(*battery).into(), (*resolution).into(), (*start).into()];
-            values.extend(cells(b).into_iter().map(SimpleExpr::from));
+            values.extend(backlog_cells(b).into_iter().map(SimpleExpr::from));
             insert.values_panic(values);
         }
         out.push(insert);
@@ -253,18 +288,13 @@ fn append_statements(buckets: HashMap<BucketKey, Bucket>) -> Vec<InsertStatement
 }
 
 /// PostgreSQL: the binary `COPY` that appends buckets to the backlog,
-/// their key then [`value_columns`] in order (counts as `bigint`, the rest
-/// as `double precision`, as in `battery_rollups`).
+/// their key then [`backlog_cells`] in order (counts as `bigint`, times as
+/// `timestamptz`, the rest as `double precision`).
 pub fn pg_copy_backlog_sql() -> &'static str {
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        let values = value_columns();
-        let names: Vec<&str> = KEY_COLUMNS
-            .into_iter()
-            .chain(values.iter().map(|(c, _)| c.as_str()))
-            .collect();
         format!(
             "COPY {BACKLOG} ({}) FROM STDIN (FORMAT binary)",
-            names.join(", ")
+            backlog_columns().join(", ")
         )
     });
     &SQL

@@ -1,13 +1,15 @@
 //! Writes and reads of raw samples. A write is idempotent per
-//! (battery, timestamp) — resending a sample changes nothing — and keeps each
-//! battery's `last_sample_at`/`soh_pct` pointing at its newest sample even
-//! when samples arrive out of order.
+//! (battery, timestamp) — resending a sample changes nothing. Each
+//! battery's `last_sample_at`/`soh_pct` point at its newest sample (and
+//! newest SOH) even when samples arrive out of order; they move with the
+//! roll-up fold ([`super::fold`]), which a write's partial buckets carry
+//! them to, so writes update no row.
 
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use entities::{battery, battery_rollup, battery_sample};
-use sea_orm::sea_query::{Expr, ExprTrait, Value};
+use entities::{battery_rollup, battery_sample};
+use sea_orm::sea_query::Value;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait,
     IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, Statement, TryInsertResult,
@@ -20,41 +22,13 @@ use crate::error::ApiResult;
 /// Rows per INSERT: 15 columns × 1000 stays under SQLite's 32,766 bound parameters.
 const ROWS_PER_STATEMENT: usize = 1000;
 
-/// SQLite: moves each battery's latest-sample pointer (and SOH) forward in
-/// one statement (`UPDATE … FROM` a `VALUES` list); never backwards for late
-/// samples.
-async fn set_latest_values(
-    txn: &DatabaseTransaction,
-    newest: &[&battery_sample::Model],
-) -> ApiResult<()> {
-    if newest.is_empty() {
-        return Ok(());
-    }
-    let rows = vec!["(?, ?, ?)"; newest.len()].join(", ");
-    let sql = format!(
-        "UPDATE batteries SET last_sample_at = u.t, soh_pct = COALESCE(u.soh, batteries.soh_pct) \
-         FROM (SELECT column1 AS id, column2 AS t, column3 AS soh FROM (VALUES {rows})) AS u \
-         WHERE batteries.id = u.id AND (batteries.last_sample_at IS NULL OR batteries.last_sample_at < u.t)"
-    );
-    let values: Vec<Value> = newest
-        .iter()
-        .flat_map(|s| [s.battery_id.into(), s.ts.into(), s.soh_pct.into()])
-        .collect();
-    txn.execute_raw(Statement::from_sql_and_values(
-        DbBackend::Sqlite,
-        sql,
-        values,
-    ))
-    .await?;
-    Ok(())
-}
-
 /// Keys of stored samples.
 pub type SampleKey = (i64, DateTime<Utc>);
 
 /// Stores samples of existing batteries in one transaction (PostgreSQL:
-/// [`super::pg_write`]), appends the new ones' hourly and daily partial
-/// buckets to the roll-up backlog ([`super::fold`]), and tells for each row
+/// [`super::pg_write`]), appends the new ones' hourly partial buckets (and
+/// the battery pointers they move) to the roll-up backlog
+/// ([`super::fold`]), and tells for each row
 /// whether it was new: a sample whose (battery, timestamp) is already
 /// stored, or repeated earlier in `rows`, is skipped (idempotent).
 pub async fn write(db: &DatabaseConnection, rows: &[Checked]) -> ApiResult<Vec<bool>> {
@@ -68,16 +42,7 @@ pub async fn write(db: &DatabaseConnection, rows: &[Checked]) -> ApiResult<Vec<b
     let _turn = super::fold::SQLITE_WRITE_TURN.lock().await;
     let txn = crate::db::begin_write(db).await?;
     let battery_ids: HashSet<i64> = rows.iter().map(|r| r.sample.battery_id).collect();
-    let previous: HashMap<i64, DateTime<Utc>> = battery::Entity::find()
-        .select_only()
-        .columns([battery::Column::Id, battery::Column::LastSampleAt])
-        .filter(battery::Column::Id.is_in(battery_ids))
-        .into_tuple::<(i64, Option<DateTime<Utc>>)>()
-        .all(&txn)
-        .await?
-        .into_iter()
-        .filter_map(|(id, last)| last.map(|l| (id, l)))
-        .collect();
+    let previous = newest_stored(&txn, battery_ids).await?;
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let result = battery_sample::Entity::insert_many(
             chunk.iter().map(|r| r.sample.clone().into_active_model()),
@@ -99,12 +64,37 @@ pub async fn write(db: &DatabaseConnection, rows: &[Checked]) -> ApiResult<Vec<b
         .collect();
     let new = new_rows(rows, &is_new);
     rollup::append(&txn, rollup::aggregate(&new, &previous)).await?;
-    let newest = newest_per_battery(&new);
-    for chunk in newest.chunks(ROWS_PER_STATEMENT) {
-        set_latest_values(&txn, chunk).await?;
-    }
     txn.commit().await?;
     Ok(is_new)
+}
+
+/// SQLite: each battery's newest stored sample time, one index probe per
+/// battery (the battery's pointer moves only with the fold).
+async fn newest_stored(
+    txn: &DatabaseTransaction,
+    battery_ids: HashSet<i64>,
+) -> ApiResult<HashMap<i64, DateTime<Utc>>> {
+    let mut newest = HashMap::with_capacity(battery_ids.len());
+    let ids: Vec<i64> = battery_ids.into_iter().collect();
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let rows = txn
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                format!(
+                    "SELECT b.id, (SELECT s.ts FROM battery_samples s WHERE s.battery_id = b.id \
+                     ORDER BY s.ts DESC LIMIT 1) FROM batteries b WHERE b.id IN ({})",
+                    vec!["?"; chunk.len()].join(", ")
+                ),
+                chunk.iter().map(|&id| Value::from(id)),
+            ))
+            .await?;
+        for row in rows {
+            if let Some(at) = row.try_get_by_index::<Option<DateTime<Utc>>>(1)? {
+                newest.insert(row.try_get_by_index(0)?, at);
+            }
+        }
+    }
+    Ok(newest)
 }
 
 /// The rows flagged new.
@@ -114,21 +104,6 @@ pub(super) fn new_rows<'a>(rows: &'a [Checked], is_new: &[bool]) -> Vec<&'a Chec
         .filter(|(_, n)| **n)
         .map(|(r, _)| r)
         .collect()
-}
-
-/// Each battery's newest sample among `new`, in battery order (writers
-/// update battery rows in the same order).
-pub(super) fn newest_per_battery<'a>(new: &[&'a Checked]) -> Vec<&'a battery_sample::Model> {
-    let mut newest: HashMap<i64, &battery_sample::Model> = HashMap::new();
-    for s in new.iter().map(|r| &r.sample) {
-        let entry = newest.entry(s.battery_id).or_insert(s);
-        if s.ts > entry.ts {
-            *entry = s;
-        }
-    }
-    let mut newest: Vec<&battery_sample::Model> = newest.into_values().collect();
-    newest.sort_unstable_by_key(|s| s.battery_id);
-    newest
 }
 
 /// [`write`] for samples from a trusted source (fixtures, tests), without
@@ -185,21 +160,25 @@ pub async fn count_in_range(
         .await?)
 }
 
-/// The newest sample of each given battery, in one statement.
+/// The newest sample of each given battery, in one statement: one index
+/// probe per battery for its newest time, then one for the row.
 pub async fn latest_samples(
     db: &impl ConnectionTrait,
     battery_ids: &[i64],
 ) -> ApiResult<Vec<battery_sample::Model>> {
-    use battery_sample::Column as C;
+    if battery_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Ids are numbers of ours, written into the statement.
+    let ids: Vec<String> = battery_ids.iter().map(i64::to_string).collect();
+    let sql = format!(
+        "SELECT s.* FROM battery_samples s JOIN (SELECT b.id, (SELECT n.ts FROM battery_samples n \
+         WHERE n.battery_id = b.id ORDER BY n.ts DESC LIMIT 1) AS ts FROM batteries b \
+         WHERE b.id IN ({})) newest ON s.battery_id = newest.id AND s.ts = newest.ts",
+        ids.join(", ")
+    );
     Ok(battery_sample::Entity::find()
-        .filter(crate::db::id_in(
-            db.get_database_backend(),
-            C::BatteryId,
-            battery_ids.iter().copied(),
-        ))
-        .filter(Expr::col((battery_sample::Entity, C::Ts)).eq(Expr::cust(
-            "(SELECT b.last_sample_at FROM batteries b WHERE b.id = battery_samples.battery_id)",
-        )))
+        .from_raw_sql(Statement::from_string(db.get_database_backend(), sql))
         .all(db)
         .await?)
 }

@@ -231,6 +231,15 @@ impl TestApp {
             .boxed()
     }
 
+    /// Runs the roll-up fold now, as the server does every
+    /// `ingest.rollup_fold_ms`: it adds the backlog to the roll-ups and
+    /// moves battery pointers (`lastSampleAt`, `sohPct`).
+    pub async fn fold(&self) {
+        trackingbms_api::telemetry::fold::fold(&self.app.db)
+            .await
+            .expect("fold");
+    }
+
     /// Raw samples stored for a battery (global id), all time.
     pub async fn raw_sample_count(&self, battery: &str) -> u64 {
         self.data(
