@@ -9,29 +9,40 @@ use serde_json::{Value, json};
 
 on_both_backends!(
     buckets_are_exact_and_late_samples_correct_them,
-    auto_resolution_and_retention,
-    partial_days_of_an_older_version_are_not_counted_twice
+    auto_resolution_and_retention
 );
 
-mod folds_count_each_sample_once {
-    use super::common::{Backend, TestApp};
+/// Scenarios that decide when folds run: the periodic fold is off (an
+/// hour).
+macro_rules! with_periodic_fold_off {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            mod $scenario {
+                use super::common::{Backend, TestApp};
 
-    /// The periodic fold is off (an hour), so the scenario decides when
-    /// folds run.
-    async fn app(backend: Backend) -> TestApp {
-        TestApp::with_config(backend, |c| c.ingest.rollup_fold_ms = 3_600_000).await
-    }
+                async fn app(backend: Backend) -> TestApp {
+                    TestApp::with_config(backend, |c| c.ingest.rollup_fold_ms = 3_600_000).await
+                }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite() {
-        super::folds_count_each_sample_once(app(Backend::Sqlite).await).await
-    }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$scenario(app(Backend::Sqlite).await).await
+                }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn postgres() {
-        super::folds_count_each_sample_once(app(Backend::Postgres).await).await
-    }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$scenario(app(Backend::Postgres).await).await
+                }
+            }
+        )*
+    };
 }
+
+with_periodic_fold_off!(
+    folds_count_each_sample_once,
+    backlog_of_an_older_version_is_folded_once,
+    unreadable_batches_stop_the_fold_and_stay
+);
 
 const INGEST: &str = "mutation($s: [SampleInput!]!) { ingestSamples(samples: $s) { accepted stored rejectedCount } }";
 
@@ -330,47 +341,30 @@ async fn folds_count_each_sample_once(t: TestApp) {
     );
 }
 
-/// An older version appended a partial DAY bucket beside each partial HOUR
-/// one; the fold now derives days from hours, so a backlog left by it at
-/// an upgrade (or a crash) adds each sample to its day once.
-async fn partial_days_of_an_older_version_are_not_counted_twice(t: TestApp) {
-    use chrono::{DateTime, Utc};
-    use trackingbms_api::telemetry::rollup::{self, Bucket, Stat};
+/// Versions before migration 14 appended one `rollup_backlog` row per
+/// partial bucket, and an older one still a partial DAY bucket beside each
+/// partial HOUR one. The fold still empties that backlog and derives days
+/// from hours, so a backlog left at an upgrade (or a crash) adds each
+/// sample to its hour and day once.
+async fn backlog_of_an_older_version_is_folded_once(t: TestApp) {
+    use sea_orm::ConnectionTrait;
     let ids = create_chain(&t, "A").await;
-    let battery =
-        trackingbms_api::ids::decode(trackingbms_api::ids::Kind::Battery, &ids[4]).unwrap();
-    let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
-    let voltage = Stat {
-        n: 2,
-        sum: 100.0,
-        sumsq: 5000.0,
-        min: Some(49.0),
-        max: Some(51.0),
-    };
-    let partial = Bucket {
-        samples: 2,
-        stats: [
-            voltage,
-            Stat::default(),
-            Stat::default(),
-            Stat::default(),
-            Stat::default(),
-        ],
-        ..Bucket::default()
-    };
-    let legacy = [
-        (
-            (battery, "HOUR", at("2026-03-01T10:00:00Z")),
-            partial.clone(),
-        ),
-        ((battery, "DAY", at("2026-03-01T00:00:00Z")), partial),
-    ];
-    rollup::append(&t.app.db, legacy.into_iter().collect())
+    let samples = json!([
+        { "battery": ids[4], "ts": "2026-03-01T10:00:00Z", "voltageV": 49.0 },
+        { "battery": ids[4], "ts": "2026-03-01T10:30:00Z", "voltageV": 51.0 },
+    ]);
+    t.data(INGEST, json!({ "s": samples })).await;
+    t.fold().await;
+    // The stored HOUR and DAY buckets are what the older version left as
+    // partial buckets for these two samples.
+    t.app
+        .db
+        .execute_unprepared(
+            "INSERT INTO rollup_backlog SELECT * FROM battery_rollups; DELETE FROM battery_rollups",
+        )
         .await
         .unwrap();
-    trackingbms_api::telemetry::fold::fold(&t.app.db)
-        .await
-        .unwrap();
+    assert!(t.fold().await > 0, "the legacy backlog was folded");
     let day = "2026-03-02T00:00:00Z";
     let hours = points(&t, &ids[4], "2026-03-01T00:00:00Z", day, "HOUR").await;
     let days = points(&t, &ids[4], "2026-03-01T00:00:00Z", day, "DAY").await;
@@ -380,4 +374,52 @@ async fn partial_days_of_an_older_version_are_not_counted_twice(t: TestApp) {
         assert!(close(&bucket["voltageV"], 50.0), "{bucket}");
         assert_eq!(bucket["voltageMaxV"], 51.0, "{bucket}");
     }
+}
+
+/// A roll-up batch the fold cannot read (a newer version's format) stops
+/// the fold with an error and stays pending with everything else: nothing
+/// already stored is lost.
+async fn unreadable_batches_stop_the_fold_and_stay(t: TestApp) {
+    use sea_orm::{ConnectionTrait, Statement};
+    let ids = create_chain(&t, "A").await;
+    let samples = json!([{ "battery": ids[4], "ts": "2026-03-01T10:00:00Z", "voltageV": 49.0 }]);
+    t.data(INGEST, json!({ "s": samples })).await;
+    let db = &t.app.db;
+    let backend = db.get_database_backend();
+    let insert = match backend {
+        sea_orm::DbBackend::Postgres => "INSERT INTO rollup_batches (partials) VALUES ($1)",
+        _ => "INSERT INTO rollup_batches (partials) VALUES (?)",
+    };
+    db.execute_raw(Statement::from_sql_and_values(
+        backend,
+        insert,
+        [vec![99u8, 1, 2, 3].into()],
+    ))
+    .await
+    .unwrap();
+    let err = trackingbms_api::telemetry::fold::fold(db)
+        .await
+        .expect_err("an unreadable batch stops the fold");
+    assert!(format!("{err:?}").contains("unknown format"), "{err:?}");
+    let pending = db
+        .query_one_raw(Statement::from_string(
+            backend,
+            "SELECT COUNT(*) FROM rollup_batches",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index::<i64>(0)
+        .unwrap();
+    assert_eq!(pending, 2, "the sample's batch and the unreadable one stay");
+    let day = "2026-03-02T00:00:00Z";
+    db.execute_raw(Statement::from_string(
+        backend,
+        "DELETE FROM rollup_batches WHERE partials = (SELECT partials FROM rollup_batches ORDER BY length(partials) LIMIT 1)",
+    ))
+    .await
+    .unwrap();
+    let hours = points(&t, &ids[4], "2026-03-01T00:00:00Z", day, "HOUR").await;
+    assert_eq!(hours.len(), 1, "{hours:?}");
+    assert_eq!(hours[0]["sampleCount"], 1);
 }

@@ -19,7 +19,7 @@ mod m20261122_000010_rollup_backlog;
 mod m20261122_000011_batteries_hot_updates;
 mod m20261201_000012_predictions_without_foreign_key;
 mod m20261206_000013_battery_directory;
-mod m20261206_000014_pointers_in_backlog;
+mod m20261206_000014_rollup_batches;
 
 pub use m20261201_000012_predictions_without_foreign_key::PREDICTIONS_LOCK;
 
@@ -42,7 +42,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000011_batteries_hot_updates::Migration),
             Box::new(m20261201_000012_predictions_without_foreign_key::Migration),
             Box::new(m20261206_000013_battery_directory::Migration),
-            Box::new(m20261206_000014_pointers_in_backlog::Migration),
+            Box::new(m20261206_000014_rollup_batches::Migration),
         ]
     }
 }

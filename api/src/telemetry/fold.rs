@@ -1,12 +1,17 @@
-//! The fold of the roll-up backlog into `battery_rollups`.
+//! The fold of partial roll-up buckets into `battery_rollups`.
 //!
-//! A sample write appends its partial buckets to the backlog
-//! ([`rollup::BACKLOG`]) and a fold adds them to the stored buckets, in one
-//! transaction that also empties the backlog: each partial bucket is added
-//! exactly once, a crash leaves it pending for the next fold, and replicas
-//! folding at once take turns (an advisory lock on PostgreSQL; SQLite has
-//! one writer). Writers no longer queue on the same roll-up rows, and a
-//! bucket is rewritten once per fold rather than once per write.
+//! A sample write appends its hourly partial buckets as one row of
+//! [`BATCHES`] ([`rollup::encode`]), and a fold takes every pending row,
+//! adds the partial buckets up in memory per hour and per day, and merges
+//! each bucket once into the stored ones, in one transaction that also
+//! empties [`BATCHES`]: each partial bucket is added exactly once, a crash
+//! leaves it pending for the next fold, and replicas folding at once take
+//! turns (an advisory lock on PostgreSQL; SQLite has one writer). Writers
+//! never queue on the same roll-up rows, and a bucket is rewritten once
+//! per fold rather than once per write. Adding up in memory, rather than
+//! in SQL over one row per partial bucket, made the fold several times
+//! cheaper: at 50k samples/s it ran on the writers' cores for 200 ms a
+//! second.
 //!
 //! The same fold moves each battery's pointers (`last_sample_at`, and
 //! `soh_pct` from the newest sample that has one) forward to the newest
@@ -17,15 +22,18 @@
 //! roll-ups (`batteryMetrics` at HOUR/DAY, prediction histories, plugin
 //! inputs), so a reader sees every sample committed before it asked. A
 //! battery's `lastSampleAt` and `sohPct` are as of the last fold;
-//! `latestSample` reads the samples.
-//! Partial buckets of a battery deleted meanwhile are dropped.
+//! `latestSample` reads the samples. Partial buckets of a battery deleted
+//! meanwhile are dropped.
 
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use sea_orm::sea_query::{Alias, Expr, OnConflict, Query, SimpleExpr, Value};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, Statement};
 use tokio::sync::mpsc::WeakSender;
 
-use super::rollup::{self, BACKLOG, DAY, HOUR, KEY_COLUMNS};
+use super::rollup::{self, BACKLOG, BATCHES, Bucket, DAY, HOUR, KEY_COLUMNS};
 use crate::error::ApiResult;
 
 /// SQLite has one write lock, and a connection waiting for it polls
@@ -40,18 +48,22 @@ pub(super) static SQLITE_WRITE_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex
 /// project's advisory locks).
 const FOLD_LOCK: i64 = 7_202_612;
 
-/// The statements adding the backlog to the roll-ups. Writes append
-/// hourly partial buckets only, and a day's bucket is the sum of its
-/// hours', so the fold derives the days from the hours it adds (a write
-/// appending both had twice the rows to write, and the fold twice to
-/// read). Partial buckets are summed per bucket (in key order) and merged
+/// Buckets per upsert: 44 values a row stays under SQLite's 32,766 bound
+/// parameters (and PostgreSQL's 65,535).
+const BUCKETS_PER_STATEMENT: usize = 500;
+
+/// Battery pointers per update (4 values each).
+const POINTERS_PER_STATEMENT: usize = 1000;
+
+/// The statements adding the legacy backlog ([`BACKLOG`], one row per
+/// partial bucket, written before migration 14) to the roll-ups. Its
+/// writers appended hourly partial buckets only (and moved battery
+/// pointers themselves); the fold derives the days from the hours. Partial buckets are summed per bucket (in key order) and merged
 /// into the stored ones. On PostgreSQL one statement also takes them out of
 /// the backlog (`DELETE … RETURNING`); on SQLite the fold's transaction
 /// deletes them after. Partial DAY buckets left by an older version repeat
-/// their HOUR ones and are dropped. PostgreSQL's statement also moves the
-/// battery pointers ([`move_pointers`]); SQLite's fold runs
-/// [`sqlite_pointer_statement`] before emptying the backlog.
-fn fold_statements(backend: DbBackend) -> Vec<String> {
+/// their HOUR ones and are dropped.
+fn legacy_statements(backend: DbBackend) -> Vec<String> {
     let values = rollup::value_columns();
     let names: Vec<&str> = KEY_COLUMNS
         .into_iter()
@@ -79,19 +91,12 @@ fn fold_statements(backend: DbBackend) -> Vec<String> {
     match backend {
         DbBackend::Postgres => vec![format!(
             "WITH moved AS (DELETE FROM {BACKLOG} RETURNING *), \
-             hours AS (SELECT battery_id, resolution, bucket, {partials} FROM moved {pending} {by_hour}), \
-             newest AS (SELECT battery_id, max(newest_sample_at) AS at FROM moved \
-             WHERE newest_sample_at IS NOT NULL GROUP BY battery_id), \
-             soh AS (SELECT DISTINCT ON (battery_id) battery_id, newest_soh_at AS at, \
-             newest_soh_pct AS pct FROM moved WHERE newest_soh_at IS NOT NULL \
-             ORDER BY battery_id, newest_soh_at DESC), \
-             pointers AS ({pointers}) \
+             hours AS (SELECT battery_id, resolution, bucket, {partials} FROM moved {pending} {by_hour}) \
              INSERT INTO battery_rollups ({names}) \
              SELECT * FROM hours UNION ALL \
              SELECT battery_id, '{DAY}', date_trunc('day', bucket, 'UTC'), {partials} FROM hours \
              GROUP BY battery_id, date_trunc('day', bucket, 'UTC') \
-             ORDER BY battery_id, resolution, bucket {upsert}",
-            pointers = move_pointers("newest", "soh")
+             ORDER BY battery_id, resolution, bucket {upsert}"
         )],
         // Times are stored as RFC 3339 text (`2026-03-01T10:00:00+00:00`).
         _ => {
@@ -112,37 +117,6 @@ fn fold_statements(backend: DbBackend) -> Vec<String> {
     }
 }
 
-/// The update moving battery pointers forward: `newest` has each
-/// battery's newest pending sample time (`battery_id`, `at`), `soh` its
-/// newest pending SOH (`battery_id`, `at`, `pct`), if any. SOH moves only
-/// with a sample newer than the stored pointer, like the pointer itself.
-fn move_pointers(newest: &str, soh: &str) -> String {
-    format!(
-        "UPDATE batteries SET last_sample_at = n.at, soh_pct = CASE WHEN s.at IS NOT NULL \
-         AND (batteries.last_sample_at IS NULL OR s.at > batteries.last_sample_at) \
-         THEN s.pct ELSE batteries.soh_pct END \
-         FROM {newest} AS n LEFT JOIN {soh} AS s ON s.battery_id = n.battery_id \
-         WHERE batteries.id = n.battery_id \
-         AND (batteries.last_sample_at IS NULL OR batteries.last_sample_at < n.at)"
-    )
-}
-
-/// SQLite: the update moving battery pointers, before the backlog is
-/// emptied (PostgreSQL's is part of its one statement). A bare column
-/// beside `max()` is taken from the row with the maximum.
-fn sqlite_pointer_statement() -> String {
-    move_pointers(
-        &format!(
-            "(SELECT battery_id, max(newest_sample_at) AS at FROM {BACKLOG} \
-             WHERE newest_sample_at IS NOT NULL GROUP BY battery_id)"
-        ),
-        &format!(
-            "(SELECT battery_id, max(newest_soh_at) AS at, newest_soh_pct AS pct \
-             FROM {BACKLOG} WHERE newest_soh_at IS NOT NULL GROUP BY battery_id)"
-        ),
-    )
-}
-
 /// Adds every pending partial bucket to the roll-ups and moves battery
 /// pointers; returns how many buckets were written (0 when nothing was
 /// pending).
@@ -151,10 +125,17 @@ pub async fn fold(db: &DatabaseConnection) -> ApiResult<u64> {
     let pending = db
         .query_one_raw(Statement::from_string(
             backend,
-            format!("SELECT 1 FROM {BACKLOG} LIMIT 1"),
+            format!("SELECT (SELECT 1 FROM {BATCHES} LIMIT 1), (SELECT 1 FROM {BACKLOG} LIMIT 1)"),
         ))
         .await?;
-    if pending.is_none() {
+    let (batches, legacy) = match pending {
+        Some(row) => (
+            row.try_get_by_index::<Option<i32>>(0)?.is_some(),
+            row.try_get_by_index::<Option<i32>>(1)?.is_some(),
+        ),
+        None => (false, false),
+    };
+    if !batches && !legacy {
         return Ok(0);
     }
     let _turn = match backend {
@@ -167,16 +148,171 @@ pub async fn fold(db: &DatabaseConnection) -> ApiResult<u64> {
             .await?;
     }
     let mut written = 0;
-    for statement in fold_statements(backend) {
-        written += txn.execute_unprepared(&statement).await?.rows_affected();
+    if legacy {
+        for statement in legacy_statements(backend) {
+            written += txn.execute_unprepared(&statement).await?.rows_affected();
+        }
+        if backend != DbBackend::Postgres {
+            txn.execute_unprepared(&format!("DELETE FROM {BACKLOG}"))
+                .await?;
+        }
     }
-    if backend != DbBackend::Postgres {
-        txn.execute_unprepared(&sqlite_pointer_statement()).await?;
-        txn.execute_unprepared(&format!("DELETE FROM {BACKLOG}"))
-            .await?;
+    if batches {
+        written += fold_batches(&txn).await?;
     }
     txn.commit().await?;
     Ok(written)
+}
+
+/// Takes every pending batch, adds its partial buckets up per hour and
+/// per day, merges them into the stored buckets and moves the batteries'
+/// pointers; returns how many buckets were written.
+async fn fold_batches(txn: &DatabaseTransaction) -> ApiResult<u64> {
+    let backend = txn.get_database_backend();
+    let rows = txn
+        .query_all_raw(Statement::from_string(
+            backend,
+            format!("DELETE FROM {BATCHES} RETURNING partials"),
+        ))
+        .await?;
+    let mut hours: BTreeMap<(i64, DateTime<Utc>), Bucket> = BTreeMap::new();
+    for row in rows {
+        let batch: Vec<u8> = row.try_get_by_index(0)?;
+        for p in rollup::decode(&batch)? {
+            hours
+                .entry((p.battery_id, p.hour))
+                .or_default()
+                .merge(&p.bucket);
+        }
+    }
+    let existing = existing_batteries(txn, hours.keys().map(|(b, _)| *b)).await?;
+    hours.retain(|(battery, _), _| existing.contains_key(battery));
+
+    let mut days: BTreeMap<(i64, DateTime<Utc>), Bucket> = BTreeMap::new();
+    let mut newest: BTreeMap<i64, Bucket> = BTreeMap::new();
+    for ((battery, hour), bucket) in &hours {
+        let day = hour.duration_trunc(TimeDelta::days(1)).unwrap_or(*hour);
+        days.entry((*battery, day)).or_default().merge(bucket);
+        newest.entry(*battery).or_default().merge(bucket);
+    }
+    // In key order, as the stored buckets are locked.
+    let mut buckets: Vec<(rollup::BucketKey, &Bucket)> = days
+        .iter()
+        .map(|((b, t), v)| ((*b, DAY, *t), v))
+        .chain(hours.iter().map(|((b, t), v)| ((*b, HOUR, *t), v)))
+        .collect();
+    buckets.sort_unstable_by_key(|(key, _)| *key);
+    for chunk in buckets.chunks(BUCKETS_PER_STATEMENT) {
+        txn.execute(&upsert(backend, chunk)).await?;
+    }
+    let pointers: Vec<(i64, &Bucket)> = newest.iter().map(|(b, v)| (*b, v)).collect();
+    for chunk in pointers.chunks(POINTERS_PER_STATEMENT) {
+        txn.execute_raw(move_pointers(backend, chunk)).await?;
+    }
+    Ok(buckets.len() as u64)
+}
+
+/// Which of `ids` are batteries still (on PostgreSQL locked against a
+/// delete until the fold commits, as the roll-ups' foreign key needs).
+async fn existing_batteries(
+    txn: &DatabaseTransaction,
+    ids: impl Iterator<Item = i64>,
+) -> ApiResult<HashMap<i64, ()>> {
+    let mut ids: Vec<i64> = ids.collect();
+    ids.dedup();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let backend = txn.get_database_backend();
+    // Ids are numbers of ours, written into the statement.
+    let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+    let lock = if backend == DbBackend::Postgres {
+        " ORDER BY id FOR KEY SHARE"
+    } else {
+        ""
+    };
+    let rows = txn
+        .query_all_raw(Statement::from_string(
+            backend,
+            format!(
+                "SELECT id FROM batteries WHERE id IN ({}){lock}",
+                list.join(", ")
+            ),
+        ))
+        .await?;
+    rows.into_iter()
+        .map(|r| Ok((r.try_get_by_index::<i64>(0)?, ())))
+        .collect()
+}
+
+/// The insert merging `buckets` into the stored ones.
+fn upsert(
+    backend: DbBackend,
+    buckets: &[(rollup::BucketKey, &Bucket)],
+) -> sea_orm::sea_query::InsertStatement {
+    let values = rollup::value_columns();
+    let mut insert = Query::insert();
+    insert.into_table(Alias::new("battery_rollups")).columns(
+        KEY_COLUMNS
+            .into_iter()
+            .chain(values.iter().map(|(c, _)| c.as_str()))
+            .map(Alias::new),
+    );
+    for ((battery, resolution, start), bucket) in buckets {
+        let mut row: Vec<SimpleExpr> =
+            vec![(*battery).into(), (*resolution).into(), (*start).into()];
+        row.extend(rollup::cells(bucket).into_iter().map(SimpleExpr::from));
+        insert.values_panic(row);
+    }
+    insert.on_conflict(
+        OnConflict::columns(KEY_COLUMNS.map(Alias::new))
+            .values(values.iter().map(|(c, how)| {
+                (
+                    Alias::new(c.as_str()),
+                    Expr::cust(rollup::combine(backend, c, how)),
+                )
+            }))
+            .to_owned(),
+    );
+    insert
+}
+
+/// The update moving battery pointers forward to each battery's newest
+/// pending sample, and its SOH to the newest pending one if that is newer
+/// than the stored pointer; never backwards for late samples.
+fn move_pointers(backend: DbBackend, newest: &[(i64, &Bucket)]) -> Statement {
+    let placeholder = |k: usize| match backend {
+        DbBackend::Postgres => format!("${}", k + 1),
+        _ => "?".to_owned(),
+    };
+    let rows: Vec<String> = (0..newest.len())
+        .map(|r| {
+            let cells: Vec<String> = (0..4).map(|c| placeholder(r * 4 + c)).collect();
+            format!("({})", cells.join(", "))
+        })
+        .collect();
+    let sql = format!(
+        "UPDATE batteries SET last_sample_at = u.at, soh_pct = CASE WHEN u.soh_at IS NOT NULL \
+         AND (batteries.last_sample_at IS NULL OR u.soh_at > batteries.last_sample_at) \
+         THEN u.soh ELSE batteries.soh_pct END \
+         FROM (SELECT column1 AS id, column2 AS at, column3 AS soh_at, column4 AS soh \
+         FROM (VALUES {}) AS v) AS u \
+         WHERE batteries.id = u.id \
+         AND (batteries.last_sample_at IS NULL OR batteries.last_sample_at < u.at)",
+        rows.join(", ")
+    );
+    let values: Vec<Value> = newest
+        .iter()
+        .flat_map(|(id, b)| {
+            [
+                (*id).into(),
+                b.newest_sample_at.into(),
+                b.newest_soh.map(|s| s.at).into(),
+                b.newest_soh.map(|s| s.pct).into(),
+            ]
+        })
+        .collect();
+    Statement::from_sql_and_values(backend, sql, values)
 }
 
 /// Folds every `interval` while `alive` (the writer's queue) has senders.

@@ -1,5 +1,5 @@
 //! PostgreSQL's binary `COPY` format, which the sample writer uses for its
-//! bulk appends (samples and roll-up partial buckets): bulk heap inserts
+//! bulk append of samples: bulk heap inserts
 //! at about twice the rate of an `INSERT` of the same rows. Each row is
 //! its field count, then each field as its byte length (-1: NULL) and its
 //! big-endian value; the types must be the columns' own.
@@ -58,19 +58,9 @@ impl BinaryRows {
         self.field(v.map(f64::to_be_bytes).as_ref().map(|b| &b[..]));
     }
 
-    /// A `text` or `varchar`.
-    pub fn text(&mut self, v: &str) {
-        self.field(Some(v.as_bytes()));
-    }
-
     /// A `timestamptz` (microseconds since PostgreSQL's epoch).
     pub fn timestamptz(&mut self, v: DateTime<Utc>) {
         self.int8(v.timestamp_micros() - PG_EPOCH_MICROS);
-    }
-
-    /// A NULL of any type.
-    pub fn null(&mut self) {
-        self.field(None);
     }
 
     /// Sends the rows to `statement` (a `COPY … FROM STDIN (FORMAT binary)`).

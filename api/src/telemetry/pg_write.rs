@@ -15,8 +15,8 @@
 //! tasks). If two store the same key concurrently, the second `COPY` meets a
 //! unique-key violation even after the probe, and its batch is written
 //! again with per-row conflict checks (`INSERT … ON CONFLICT DO NOTHING`),
-//! which tell which rows were new. Roll-up buckets, and the battery
-//! pointers they move, are appended to the backlog: a write updates no
+//! which tell which rows were new. Roll-up partial buckets, and the
+//! battery pointers they move, are appended as one row: a write updates no
 //! row, so writers never wait for each other (updating the batteries'
 //! pointers in every write was its largest statement, and two writers
 //! updating the same rows in their join plans' orders deadlocked).
@@ -108,7 +108,7 @@ async fn write_once(pool: &PgPool, rows: &[Checked], copy: bool) -> Result<Vec<b
     };
 
     let new = store::new_rows(rows, &is_new);
-    append_rollups(&mut tx, rollup::aggregate(&new, &previous)).await?;
+    append_rollups(&mut tx, &rollup::aggregate(&new, &previous)).await?;
     tx.commit().await.map_err(db_err)?;
     Ok(is_new)
 }
@@ -277,31 +277,23 @@ async fn insert_checked(
     Ok(keys.into_iter().collect())
 }
 
-/// Appends `buckets` to the roll-up backlog, in key order, with a binary
-/// `COPY` (the backlog has no key to check).
+/// Appends the write's partial buckets as one row (see
+/// [`rollup::encode`]).
 async fn append_rollups(
     tx: &mut Transaction<'static, Postgres>,
-    buckets: HashMap<rollup::BucketKey, rollup::Bucket>,
+    buckets: &HashMap<rollup::BucketKey, rollup::Bucket>,
 ) -> Result<(), DbErr> {
-    let buckets = rollup::sorted(buckets);
     if buckets.is_empty() {
         return Ok(());
     }
-    let mut rows = BinaryRows::new(buckets.len() * 400);
-    for ((battery, resolution, start), bucket) in &buckets {
-        let cells = rollup::backlog_cells(bucket);
-        rows.row((rollup::KEY_COLUMNS.len() + cells.len()) as i16);
-        rows.int8(*battery);
-        rows.text(resolution);
-        rows.timestamptz(*start);
-        for cell in cells {
-            match cell {
-                rollup::Cell::Count(n) => rows.int8(n),
-                rollup::Cell::Float(v) => rows.float8(v),
-                rollup::Cell::Time(Some(t)) => rows.timestamptz(t),
-                rollup::Cell::Time(None) => rows.null(),
-            }
-        }
-    }
-    rows.copy(tx, rollup::pg_copy_backlog_sql()).await
+    let partials = rollup::encode(buckets).map_err(|e| DbErr::Custom(e.to_string()))?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {} (partials) VALUES ($1)",
+        rollup::BATCHES
+    )))
+    .bind(partials)
+    .execute(&mut **tx)
+    .await
+    .map_err(db_err)?;
+    Ok(())
 }

@@ -1,9 +1,10 @@
 //! Hourly and daily roll-ups, maintained incrementally: each write folds
 //! its new samples into hourly partial buckets and appends them, in its
-//! own transaction, to the roll-up backlog, which [`super::fold`] adds to
-//! the stored hours and days (a late sample lands in, and corrects, its
-//! own buckets). Each partial bucket also carries its newest sample's time
-//! and SOH, which the fold moves its battery's pointers to.
+//! own transaction, as one row of `rollup_batches` ([`encode`]), which
+//! [`super::fold`] adds to the stored hours and days (a late sample lands
+//! in, and corrects, its own buckets). Each partial bucket also carries its
+//! newest sample's time and SOH, which the fold moves its battery's
+//! pointers to.
 //! Buckets keep counts, sums, sums of squares, minima and maxima, so
 //! averages and standard deviations stay exact whatever the order of
 //! arrival, and partial buckets add up to the same as one.
@@ -14,9 +15,11 @@
 
 use std::collections::HashMap;
 
+use chrono::serde::{ts_microseconds, ts_microseconds_option};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use sea_orm::sea_query::{Alias, InsertStatement, Query, SimpleExpr};
-use sea_orm::{ConnectionTrait, DbBackend};
+use sea_orm::sea_query::SimpleExpr;
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
+use serde::{Deserialize, Serialize};
 
 use super::checks::Checked;
 use crate::error::ApiResult;
@@ -30,9 +33,8 @@ pub const HOUR: &str = "HOUR";
 pub const DAY: &str = "DAY";
 
 const METRICS: [&str; 5] = ["voltage", "current", "soc", "soh", "temp"];
-const ROWS_PER_STATEMENT: usize = 500;
 
-#[derive(Clone, Copy, Default, Debug, PartialEq)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Stat {
     pub n: i64,
     pub sum: f64,
@@ -55,10 +57,41 @@ impl Stat {
             self.max = Some(self.max.map_or(hi, |m| m.max(hi)));
         }
     }
+
+    /// Adds another partial's values (as the fold's SQL merge does).
+    fn merge(&mut self, other: &Stat) {
+        self.n += other.n;
+        self.sum += other.sum;
+        self.sumsq += other.sumsq;
+        self.min = lesser(self.min, other.min);
+        self.max = greater(self.max, other.max);
+    }
+}
+
+fn lesser(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn greater(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// A battery's newest SOH and its sample's time.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Soh {
+    #[serde(with = "ts_microseconds")]
+    pub at: DateTime<Utc>,
+    pub pct: f64,
 }
 
 /// One bucket's worth of new samples.
-#[derive(Clone, Default, Debug, PartialEq)]
+#[derive(Clone, Default, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Bucket {
     pub samples: i64,
     pub stats: [Stat; 5],
@@ -68,10 +101,32 @@ pub struct Bucket {
     pub over_temperature: i64,
     /// Extremes of the reported cell voltages.
     pub cell_voltage: Stat,
-    /// The time of the bucket's newest sample, and the newest SOH with its
-    /// sample's time: the fold moves the battery's pointers to them.
+    /// The time of the bucket's newest sample, and its newest SOH: the
+    /// fold moves the battery's pointers to them.
+    #[serde(with = "ts_microseconds_option")]
     pub newest_sample_at: Option<DateTime<Utc>>,
-    pub newest_soh: Option<(DateTime<Utc>, f64)>,
+    pub newest_soh: Option<Soh>,
+}
+
+impl Bucket {
+    /// Adds another partial bucket of the same battery.
+    pub fn merge(&mut self, other: &Bucket) {
+        self.samples += other.samples;
+        for (mine, theirs) in self.stats.iter_mut().zip(&other.stats) {
+            mine.merge(theirs);
+        }
+        self.energy_in_kwh += other.energy_in_kwh;
+        self.energy_out_kwh += other.energy_out_kwh;
+        self.under_voltage += other.under_voltage;
+        self.over_temperature += other.over_temperature;
+        self.cell_voltage.merge(&other.cell_voltage);
+        self.newest_sample_at = self.newest_sample_at.max(other.newest_sample_at);
+        if let Some(theirs) = other.newest_soh
+            && self.newest_soh.is_none_or(|mine| theirs.at > mine.at)
+        {
+            self.newest_soh = Some(theirs);
+        }
+    }
 }
 
 /// (battery, resolution, bucket start)
@@ -116,8 +171,8 @@ pub fn aggregate(
             .add(None, s.cell_voltage_min_v, s.cell_voltage_max_v);
         // In time order within a battery: each sample is the newest yet.
         b.newest_sample_at = Some(s.ts);
-        if let Some(soh) = s.soh_pct {
-            b.newest_soh = Some((s.ts, soh));
+        if let Some(pct) = s.soh_pct {
+            b.newest_soh = Some(Soh { at: s.ts, pct });
         }
         if energy_kwh > 0.0 {
             b.energy_in_kwh += energy_kwh;
@@ -177,12 +232,11 @@ pub(super) fn value_columns() -> Vec<(String, &'static str)> {
     columns
 }
 
-/// A value of a bucket: a count, a float or a time (`None`: no value).
+/// A value of a bucket: a count, or a float (`None`: no value).
 #[derive(Clone, Copy)]
 pub enum Cell {
     Count(i64),
     Float(Option<f64>),
-    Time(Option<DateTime<Utc>>),
 }
 
 impl From<Cell> for SimpleExpr {
@@ -190,7 +244,6 @@ impl From<Cell> for SimpleExpr {
         match c {
             Cell::Count(n) => n.into(),
             Cell::Float(v) => v.into(),
-            Cell::Time(t) => t.into(),
         }
     }
 }
@@ -218,32 +271,6 @@ pub fn cells(b: &Bucket) -> Vec<Cell> {
     out
 }
 
-/// The backlog's columns after [`value_columns`]: the battery pointers a
-/// partial bucket moves (see [`Bucket::newest_sample_at`]).
-pub(super) const POINTER_COLUMNS: [&str; 3] =
-    ["newest_sample_at", "newest_soh_at", "newest_soh_pct"];
-
-/// `b`'s backlog row after its key: [`cells`], then [`POINTER_COLUMNS`].
-pub fn backlog_cells(b: &Bucket) -> Vec<Cell> {
-    let mut out = cells(b);
-    out.extend([
-        Cell::Time(b.newest_sample_at),
-        Cell::Time(b.newest_soh.map(|(at, _)| at)),
-        Cell::Float(b.newest_soh.map(|(_, pct)| pct)),
-    ]);
-    out
-}
-
-/// The backlog's column names, key first, in [`backlog_cells`] order.
-fn backlog_columns() -> Vec<String> {
-    KEY_COLUMNS
-        .into_iter()
-        .map(str::to_owned)
-        .chain(value_columns().into_iter().map(|(c, _)| c))
-        .chain(POINTER_COLUMNS.into_iter().map(str::to_owned))
-        .collect()
-}
-
 /// Buckets in key order, so that a batch's statements are the same
 /// whatever the order its samples came in.
 pub fn sorted(buckets: HashMap<BucketKey, Bucket>) -> Vec<(BucketKey, Bucket)> {
@@ -252,52 +279,86 @@ pub fn sorted(buckets: HashMap<BucketKey, Bucket>) -> Vec<(BucketKey, Bucket)> {
     rows
 }
 
-/// Where writes append their partial buckets for [`super::fold`].
+/// Where writes appended their partial buckets, one row each, before
+/// [`BATCHES`] (migration 14); the fold still empties it.
 pub const BACKLOG: &str = "rollup_backlog";
 
-/// Appends the buckets to the backlog (SQLite; PostgreSQL:
-/// [`pg_copy_backlog_sql`]).
+/// Where writes append their partial buckets, one row per write
+/// ([`encode`]), for [`super::fold`].
+pub const BATCHES: &str = "rollup_batches";
+
+/// The first byte of an encoded batch: its format.
+const FORMAT: u8 = 1;
+
+/// One hourly partial bucket of a batch.
+#[derive(Serialize)]
+struct PartialRef<'a> {
+    battery_id: i64,
+    #[serde(with = "ts_microseconds")]
+    hour: DateTime<Utc>,
+    bucket: &'a Bucket,
+}
+
+/// [`PartialRef`], decoded.
+#[derive(Deserialize)]
+pub struct Partial {
+    pub battery_id: i64,
+    #[serde(with = "ts_microseconds")]
+    pub hour: DateTime<Utc>,
+    pub bucket: Bucket,
+}
+
+/// A write's hourly partial buckets as one `rollup_batches` value: a
+/// format byte, then postcard.
+pub fn encode(buckets: &HashMap<BucketKey, Bucket>) -> ApiResult<Vec<u8>> {
+    let partials: Vec<PartialRef> = buckets
+        .iter()
+        .map(|((battery_id, _, hour), bucket)| PartialRef {
+            battery_id: *battery_id,
+            hour: *hour,
+            bucket,
+        })
+        .collect();
+    let mut out = vec![FORMAT];
+    postcard::to_io(&partials, &mut out)
+        .map_err(|e| DbErr::Custom(format!("encoding partial buckets: {e}")))?;
+    Ok(out)
+}
+
+/// The partial buckets of one [`encode`]d batch. A batch of another format
+/// (a newer version's) is refused: the fold then stops, nothing is lost.
+pub fn decode(batch: &[u8]) -> ApiResult<Vec<Partial>> {
+    match batch.split_first() {
+        Some((&FORMAT, rest)) => postcard::from_bytes(rest)
+            .map_err(|e| DbErr::Custom(format!("decoding partial buckets: {e}")).into()),
+        _ => Err(DbErr::Custom(
+            "a roll-up batch has an unknown format (written by a newer version?)".into(),
+        )
+        .into()),
+    }
+}
+
+/// Appends a write's partial buckets to [`BATCHES`], as one row.
 pub async fn append(
     db: &impl ConnectionTrait,
-    buckets: HashMap<BucketKey, Bucket>,
+    buckets: &HashMap<BucketKey, Bucket>,
 ) -> ApiResult<()> {
-    for statement in append_statements(buckets) {
-        db.execute(&statement).await?;
+    if buckets.is_empty() {
+        return Ok(());
     }
+    let backend = db.get_database_backend();
+    let placeholder = if backend == DbBackend::Postgres {
+        "$1"
+    } else {
+        "?"
+    };
+    db.execute_raw(Statement::from_sql_and_values(
+        backend,
+        format!("INSERT INTO {BATCHES} (partials) VALUES ({placeholder})"),
+        [encode(buckets)?.into()],
+    ))
+    .await?;
     Ok(())
-}
-
-/// The multi-row inserts appending `buckets` to the backlog.
-fn append_statements(buckets: HashMap<BucketKey, Bucket>) -> Vec<InsertStatement> {
-    let columns = backlog_columns();
-    let mut out = Vec::new();
-    for chunk in sorted(buckets).chunks(ROWS_PER_STATEMENT) {
-        let mut insert = Query::insert();
-        insert
-            .into_table(Alias::new(BACKLOG))
-            .columns(columns.iter().map(Alias::new));
-        for ((battery, resolution, start), b) in chunk {
-            let mut values: Vec<SimpleExpr> =
-                vec![(*battery).into(), (*resolution).into(), (*start).into()];
-            values.extend(backlog_cells(b).into_iter().map(SimpleExpr::from));
-            insert.values_panic(values);
-        }
-        out.push(insert);
-    }
-    out
-}
-
-/// PostgreSQL: the binary `COPY` that appends buckets to the backlog,
-/// their key then [`backlog_cells`] in order (counts as `bigint`, times as
-/// `timestamptz`, the rest as `double precision`).
-pub fn pg_copy_backlog_sql() -> &'static str {
-    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        format!(
-            "COPY {BACKLOG} ({}) FROM STDIN (FORMAT binary)",
-            backlog_columns().join(", ")
-        )
-    });
-    &SQL
 }
 
 #[cfg(test)]

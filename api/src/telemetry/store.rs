@@ -27,7 +27,7 @@ pub type SampleKey = (i64, DateTime<Utc>);
 
 /// Stores samples of existing batteries in one transaction (PostgreSQL:
 /// [`super::pg_write`]), appends the new ones' hourly partial buckets (and
-/// the battery pointers they move) to the roll-up backlog
+/// the battery pointers they move) as one row for the roll-up fold
 /// ([`super::fold`]), and tells for each row
 /// whether it was new: a sample whose (battery, timestamp) is already
 /// stored, or repeated earlier in `rows`, is skipped (idempotent).
@@ -63,7 +63,7 @@ pub async fn write(db: &DatabaseConnection, rows: &[Checked]) -> ApiResult<Vec<b
         .map(|r| inserted.remove(&(r.sample.battery_id, r.sample.ts)))
         .collect();
     let new = new_rows(rows, &is_new);
-    rollup::append(&txn, rollup::aggregate(&new, &previous)).await?;
+    rollup::append(&txn, &rollup::aggregate(&new, &previous)).await?;
     txn.commit().await?;
     Ok(is_new)
 }

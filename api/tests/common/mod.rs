@@ -234,10 +234,11 @@ impl TestApp {
     /// Runs the roll-up fold now, as the server does every
     /// `ingest.rollup_fold_ms`: it adds the backlog to the roll-ups and
     /// moves battery pointers (`lastSampleAt`, `sohPct`).
-    pub async fn fold(&self) {
+    /// Returns how many buckets it wrote.
+    pub async fn fold(&self) -> u64 {
         trackingbms_api::telemetry::fold::fold(&self.app.db)
             .await
-            .expect("fold");
+            .expect("fold")
     }
 
     /// Raw samples stored for a battery (global id), all time.
