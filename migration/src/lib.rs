@@ -25,6 +25,29 @@ pub use m20261201_000012_predictions_without_foreign_key::PREDICTIONS_LOCK;
 
 pub struct Migrator;
 
+/// Refuses to roll back while `table` holds rows the server has not yet
+/// added where they belong (it does so every second while it runs):
+/// dropping them would lose data. `what` names those rows.
+pub(crate) async fn refuse_while_pending(
+    manager: &SchemaManager<'_>,
+    table: &str,
+    what: &str,
+) -> Result<(), DbErr> {
+    let pending = manager
+        .get_connection()
+        .query_one_raw(sea_orm_migration::sea_orm::Statement::from_string(
+            manager.get_database_backend(),
+            format!("SELECT 1 FROM {table} LIMIT 1"),
+        ))
+        .await?;
+    if pending.is_some() {
+        return Err(DbErr::Migration(format!(
+            "{table} still holds {what}; run the server until it has folded them, then roll back"
+        )));
+    }
+    Ok(())
+}
+
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {

@@ -28,22 +28,13 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        // Pending buckets would be lost: the server folds them (every
-        // second while it runs), so refuse rather than drop them.
+        crate::refuse_while_pending(
+            manager,
+            "rollup_backlog",
+            "buckets not yet added to battery_rollups",
+        )
+        .await?;
         let db = manager.get_connection();
-        let pending = db
-            .query_one_raw(sea_orm_migration::sea_orm::Statement::from_string(
-                manager.get_database_backend(),
-                "SELECT 1 FROM rollup_backlog LIMIT 1",
-            ))
-            .await?;
-        if pending.is_some() {
-            return Err(DbErr::Migration(
-                "rollup_backlog still holds buckets not yet added to battery_rollups; \
-                 run the server until it has folded them, then roll back"
-                    .into(),
-            ));
-        }
         db.execute_unprepared("DROP TABLE rollup_backlog").await?;
         Ok(())
     }

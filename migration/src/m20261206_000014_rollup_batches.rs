@@ -43,22 +43,12 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        // Pending partial buckets would be lost: the server folds them
-        // (every second while it runs), so refuse rather than drop them.
-        let db = manager.get_connection();
-        let pending = db
-            .query_one_raw(sea_orm_migration::sea_orm::Statement::from_string(
-                manager.get_database_backend(),
-                "SELECT 1 FROM rollup_batches LIMIT 1",
-            ))
-            .await?;
-        if pending.is_some() {
-            return Err(DbErr::Migration(
-                "rollup_batches still holds partial buckets not yet added to battery_rollups; \
-                 run the server until it has folded them, then roll back"
-                    .into(),
-            ));
-        }
+        crate::refuse_while_pending(
+            manager,
+            "rollup_batches",
+            "partial buckets not yet added to battery_rollups",
+        )
+        .await?;
         manager
             .drop_table(Table::drop().table(Alias::new("rollup_batches")).to_owned())
             .await

@@ -271,14 +271,6 @@ pub fn cells(b: &Bucket) -> Vec<Cell> {
     out
 }
 
-/// Buckets in key order, so that a batch's statements are the same
-/// whatever the order its samples came in.
-pub fn sorted(buckets: HashMap<BucketKey, Bucket>) -> Vec<(BucketKey, Bucket)> {
-    let mut rows: Vec<_> = buckets.into_iter().collect();
-    rows.sort_unstable_by_key(|(key, _)| *key);
-    rows
-}
-
 /// Where writes appended their partial buckets, one row each, before
 /// [`BATCHES`] (migration 14); the fold still empties it.
 pub const BACKLOG: &str = "rollup_backlog";
@@ -423,5 +415,35 @@ mod tests {
         assert_eq!((h11.samples, h11.under_voltage), (1, 1));
         assert_eq!(h11.energy_out_kwh, 0.0, "gaps are not integrated");
         assert_eq!(buckets.len(), 2, "hourly buckets only: {buckets:?}");
+    }
+
+    #[test]
+    fn partial_buckets_add_up_to_one_and_survive_their_encoding() {
+        let mut with_soh = sample(10, 51.0, 5.0);
+        with_soh.sample.soh_pct = Some(96.0);
+        let (a, b, c) = (sample(0, 50.0, 10.0), with_soh, sample(20, 44.0, -3.0));
+        let whole = aggregate(&[&a, &b, &c], &HashMap::new());
+        // Two writes: the second knows the first's newest sample.
+        let first = aggregate(&[&a], &HashMap::new());
+        let previous = HashMap::from([(1, a.sample.ts)]);
+        let second = aggregate(&[&b, &c], &previous);
+        let decoded: Vec<Partial> = [&first, &second]
+            .into_iter()
+            .flat_map(|batch| decode(&encode(batch).unwrap()).unwrap())
+            .collect();
+        let mut merged = Bucket::default();
+        for p in &decoded {
+            merged.merge(&p.bucket);
+        }
+        let (_, one) = whole.iter().next().unwrap();
+        assert_eq!(&merged, one);
+        assert_eq!(merged.samples, 3);
+        assert_eq!(merged.newest_sample_at, Some(c.sample.ts));
+        assert_eq!(
+            merged.newest_soh.map(|s| (s.at, s.pct)),
+            Some((b.sample.ts, 96.0))
+        );
+        assert!(merged.energy_in_kwh > 0.0 && merged.energy_out_kwh > 0.0);
+        assert!(decode(&[2, 0]).is_err(), "another format is refused");
     }
 }
