@@ -45,6 +45,8 @@ async fn demo_fleet_is_realistic_and_live(t: TestApp) {
         assert!(waited < 300, "demo history did not arrive within 30 s");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    // Battery SOH moves with the roll-up fold (at most a second later).
+    t.fold().await;
 
     let mut chemistries = HashSet::new();
     let mut sohs = Vec::new();

@@ -359,6 +359,7 @@ pub async fn start(app: &App) -> anyhow::Result<DemoTask> {
         0
     };
     let ingestor = app.ingestor.clone();
+    let db = app.db.clone();
     let (stop, mut stopped) = watch::channel(false);
     let handle = tokio::spawn(async move {
         let now = crate::clock::now();
@@ -381,6 +382,11 @@ pub async fn start(app: &App) -> anyhow::Result<DemoTask> {
             }
         }
         feed(&ingestor, &who, batch).await;
+        // Roll-ups and battery pointers (SOH) up to date at once, rather
+        // than at the next periodic fold.
+        if let Err(err) = crate::telemetry::fold::fold(&db).await {
+            tracing::warn!(%err, "folding the demo history failed; the next fold will");
+        }
         tracing::info!(
             hours = backfill_hours,
             "demo history ready; streaming live samples"

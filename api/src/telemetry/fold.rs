@@ -63,60 +63,6 @@ const OFFLOAD_BYTES: usize = 1 << 20;
 /// [`BUCKETS_PER_STATEMENT`]).
 const POINTERS_PER_STATEMENT: usize = 250;
 
-/// The statements adding the legacy backlog ([`BACKLOG`], one row per
-/// partial bucket, written before migration 14) to the roll-ups. Its
-/// writers appended hourly partial buckets only (and moved battery
-/// pointers themselves); the fold derives the days from the hours. Partial buckets are summed per bucket (in key order) and merged
-/// into the stored ones. On PostgreSQL one statement also takes them out of
-/// the backlog (`DELETE … RETURNING`); on SQLite the fold's transaction
-/// deletes them after. Partial DAY buckets left by an older version repeat
-/// their HOUR ones and are dropped.
-fn legacy_statements(backend: DbBackend) -> Vec<String> {
-    let values = rollup::value_columns();
-    let names: Vec<&str> = KEY_COLUMNS
-        .into_iter()
-        .chain(values.iter().map(|(c, _)| c.as_str()))
-        .collect();
-    let names = names.join(", ");
-    let partials: Vec<String> = values
-        .iter()
-        .map(|(c, how)| format!("{how}({c}) AS {c}"))
-        .collect();
-    let partials = partials.join(", ");
-    let upsert = merge_clause(backend);
-    // Partial DAY buckets of an older version are left out (see above).
-    let pending =
-        format!("WHERE resolution = '{HOUR}' AND battery_id IN (SELECT id FROM batteries)");
-    let by_hour = "GROUP BY battery_id, resolution, bucket";
-    match backend {
-        DbBackend::Postgres => vec![format!(
-            "WITH moved AS (DELETE FROM {BACKLOG} RETURNING *), \
-             hours AS (SELECT battery_id, resolution, bucket, {partials} FROM moved {pending} {by_hour}) \
-             INSERT INTO battery_rollups ({names}) \
-             SELECT * FROM hours UNION ALL \
-             SELECT battery_id, '{DAY}', date_trunc('day', bucket, 'UTC'), {partials} FROM hours \
-             GROUP BY battery_id, date_trunc('day', bucket, 'UTC') \
-             ORDER BY battery_id, resolution, bucket {upsert}"
-        )],
-        // Times are stored as RFC 3339 text (`2026-03-01T10:00:00+00:00`).
-        _ => {
-            let day = "substr(bucket, 1, 10) || 'T00:00:00+00:00'";
-            vec![
-                format!(
-                    "INSERT INTO battery_rollups ({names}) \
-                     SELECT battery_id, resolution, bucket, {partials} FROM {BACKLOG} {pending} {by_hour} \
-                     ORDER BY battery_id, resolution, bucket {upsert}"
-                ),
-                format!(
-                    "INSERT INTO battery_rollups ({names}) \
-                     SELECT battery_id, '{DAY}', {day}, {partials} FROM {BACKLOG} {pending} \
-                     GROUP BY battery_id, {day} ORDER BY 1, 3 {upsert}"
-                ),
-            ]
-        }
-    }
-}
-
 /// Adds every pending partial bucket to the roll-ups and moves battery
 /// pointers; returns how many buckets were written (0 when nothing was
 /// pending).
@@ -149,7 +95,7 @@ pub async fn fold(db: &DatabaseConnection) -> ApiResult<u64> {
     }
     let mut written = 0;
     if legacy {
-        for statement in legacy_statements(backend) {
+        for statement in super::fold_legacy::statements(backend) {
             written += txn.execute_unprepared(&statement).await?.rows_affected();
         }
         if backend != DbBackend::Postgres {
@@ -273,7 +219,7 @@ async fn existing_batteries(
 }
 
 /// `ON CONFLICT` of the key: each value merged with the stored one.
-fn merge_clause(backend: DbBackend) -> String {
+pub(super) fn merge_clause(backend: DbBackend) -> String {
     let set: Vec<String> = rollup::value_columns()
         .iter()
         .map(|(c, how)| format!("{c} = {}", rollup::combine(backend, c, how)))

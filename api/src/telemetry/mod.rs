@@ -4,12 +4,14 @@
 //! sample store ([`store`]; on PostgreSQL through binary `COPY`, [`pg_write`]
 //! and [`pg_copy`])
 //! with its incremental hourly/daily roll-ups ([`rollup`], added up by
-//! [`fold`]) and [`retention`], and the GraphQL surface ([`graphql`]:
+//! [`fold`]; [`fold_legacy`] for an older version's backlog) and
+//! [`retention`], and the GraphQL surface ([`graphql`]:
 //! `ingestSamples`, `batteryMetrics`, `Battery.latestSample`).
 
 pub mod checks;
 pub mod directory;
 pub mod fold;
+mod fold_legacy;
 pub mod graphql;
 pub mod input;
 pub mod live;

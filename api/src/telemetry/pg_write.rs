@@ -17,9 +17,9 @@
 //! again with per-row conflict checks (`INSERT … ON CONFLICT DO NOTHING`),
 //! which tell which rows were new. Roll-up partial buckets, and the
 //! battery pointers they move, are appended as one row: a write updates no
-//! row, so writers never wait for each other (updating the batteries'
-//! pointers in every write was its largest statement, and two writers
-//! updating the same rows in their join plans' orders deadlocked).
+//! row, so writers do not queue on each other's rows (updating the
+//! batteries' pointers in every write was its largest statement, and two
+//! writers updating the same rows in their join plans' orders deadlocked).
 //!
 //! `battery_samples` has no foreign key on PostgreSQL (it cost a query per
 //! copied row): a write locks its batteries `FOR KEY SHARE` once, as the
@@ -286,7 +286,7 @@ async fn append_rollups(
     if buckets.is_empty() {
         return Ok(());
     }
-    let partials = rollup::encode(buckets).map_err(|e| DbErr::Custom(e.to_string()))?;
+    let partials = rollup::encode(buckets)?;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO {} (partials) VALUES ($1)",
         rollup::BATCHES

@@ -302,7 +302,7 @@ pub struct Partial {
 
 /// A write's hourly partial buckets as one `rollup_batches` value: a
 /// format byte, then postcard.
-pub fn encode(buckets: &HashMap<BucketKey, Bucket>) -> ApiResult<Vec<u8>> {
+pub fn encode(buckets: &HashMap<BucketKey, Bucket>) -> Result<Vec<u8>, DbErr> {
     let partials: Vec<PartialRef> = buckets
         .iter()
         .map(|((battery_id, _, hour), bucket)| PartialRef {
