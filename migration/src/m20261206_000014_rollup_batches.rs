@@ -31,7 +31,7 @@ impl MigrationTrait for Migration {
             .await?;
         if manager.get_database_backend() == DbBackend::Postgres {
             // Stored out of line uncompressed: floats barely compress, and
-            // compressing cost more than storing.
+            // compression would be CPU work on the writers' path.
             manager
                 .get_connection()
                 .execute_unprepared(
