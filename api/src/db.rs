@@ -123,6 +123,15 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// Ids of ours (never a caller's text) as a SQL list, `1, 2, 3`, for
+/// statements written by hand.
+pub fn id_list(ids: &[i64]) -> String {
+    ids.iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `column IN ids` for a statement on `backend`. On PostgreSQL the ids go
 /// as one array parameter, unnested in a subquery, so the plan is a join
 /// whatever it guesses of the array's length. A list of hundreds of

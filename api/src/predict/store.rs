@@ -21,10 +21,6 @@ pub struct History {
     pub as_of: Option<DateTime<Utc>>,
 }
 
-fn id_list(ids: &[i64]) -> String {
-    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
-}
-
 const DAY_SECS: i64 = 86_400;
 
 /// Daily points of the last [`WINDOW_DAYS`] up to each battery's newest
@@ -41,7 +37,7 @@ pub async fn histories(db: &DatabaseConnection, ids: &[i64]) -> ApiResult<HashMa
     if db.get_database_backend() == sea_orm::DbBackend::Postgres {
         return histories_pg(db, ids).await;
     }
-    let list = id_list(ids);
+    let list = crate::db::id_list(ids);
     // Each battery's newest day with SOH, one index probe per battery (an
     // aggregate over the roll-ups would read every row of the window twice).
     let heads = db
@@ -300,7 +296,7 @@ pub async fn latest(
         .filter(Expr::cust(format!(
             "(battery_id, computed_at) IN (SELECT battery_id, MAX(computed_at) \
              FROM battery_predictions WHERE battery_id IN ({}) GROUP BY battery_id)",
-            id_list(ids)
+            crate::db::id_list(ids)
         )))
         .all(db)
         .await?;

@@ -197,8 +197,6 @@ async fn existing_batteries(
         return Ok(HashSet::new());
     }
     let backend = txn.get_database_backend();
-    // Ids are numbers of ours, written into the statement.
-    let list: Vec<String> = ids.iter().map(i64::to_string).collect();
     let lock = if backend == DbBackend::Postgres {
         " ORDER BY id FOR KEY SHARE"
     } else {
@@ -209,7 +207,7 @@ async fn existing_batteries(
             backend,
             format!(
                 "SELECT id FROM batteries WHERE id IN ({}){lock}",
-                list.join(", ")
+                crate::db::id_list(&ids)
             ),
         ))
         .await?;
@@ -238,7 +236,6 @@ pub(super) fn merge_clause(backend: DbBackend) -> String {
 /// NULL, so a missing value travels as NaN, which no stored value is
 /// (samples with NaN are refused), and `NULLIF` turns it back.
 fn pg_upsert(buckets: &[(rollup::BucketKey, &Bucket)]) -> Statement {
-    let values = rollup::value_columns();
     let array = |ty: ArrayType, items: Vec<Value>| Value::Array(ty, Some(Box::new(items)));
     let mut columns: Vec<(Vec<Value>, ArrayType, &str)> = vec![
         (Vec::new(), ArrayType::BigInt, "bigint"),
@@ -268,10 +265,7 @@ fn pg_upsert(buckets: &[(rollup::BucketKey, &Bucket)]) -> Statement {
         .enumerate()
         .map(|(k, (_, _, ty))| format!("${}::{ty}[]", k + 1))
         .collect();
-    let names: Vec<&str> = KEY_COLUMNS
-        .into_iter()
-        .chain(values.iter().map(|(c, _)| c.as_str()))
-        .collect();
+    let names = rollup::column_names();
     let selected: Vec<String> = names
         .iter()
         .zip(&columns)
@@ -296,14 +290,10 @@ fn pg_upsert(buckets: &[(rollup::BucketKey, &Bucket)]) -> Statement {
 
 /// SQLite: the insert merging `buckets` into the stored ones.
 fn upsert(backend: DbBackend, buckets: &[(rollup::BucketKey, &Bucket)]) -> Statement {
-    let values = rollup::value_columns();
     let mut insert = Query::insert();
-    insert.into_table(Alias::new("battery_rollups")).columns(
-        KEY_COLUMNS
-            .into_iter()
-            .chain(values.iter().map(|(c, _)| c.as_str()))
-            .map(Alias::new),
-    );
+    insert
+        .into_table(Alias::new("battery_rollups"))
+        .columns(rollup::column_names().iter().map(Alias::new));
     for ((battery, resolution, start), bucket) in buckets {
         let mut row: Vec<SimpleExpr> =
             vec![(*battery).into(), (*resolution).into(), (*start).into()];

@@ -6,7 +6,7 @@
 
 use sea_orm::DbBackend;
 
-use super::rollup::{self, BACKLOG, DAY, HOUR, KEY_COLUMNS};
+use super::rollup::{self, BACKLOG, DAY, HOUR};
 
 /// The statements adding the legacy backlog to the roll-ups. Partial
 /// buckets are summed per bucket (in key order) and merged into the stored
@@ -15,13 +15,8 @@ use super::rollup::{self, BACKLOG, DAY, HOUR, KEY_COLUMNS};
 /// fold's transaction deletes them after. Partial DAY buckets left by an
 /// older version repeat their HOUR ones and are dropped.
 pub(super) fn statements(backend: DbBackend) -> Vec<String> {
-    let values = rollup::value_columns();
-    let names: Vec<&str> = KEY_COLUMNS
-        .into_iter()
-        .chain(values.iter().map(|(c, _)| c.as_str()))
-        .collect();
-    let names = names.join(", ");
-    let partials: Vec<String> = values
+    let names = rollup::column_names().join(", ");
+    let partials: Vec<String> = rollup::value_columns()
         .iter()
         .map(|(c, how)| format!("{how}({c}) AS {c}"))
         .collect();

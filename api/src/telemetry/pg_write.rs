@@ -72,11 +72,10 @@ async fn write_once(pool: &PgPool, rows: &[Checked], copy: bool) -> Result<Vec<b
     // deadlock. Each battery's newest stored sample is read from the
     // samples (one index probe each): the battery's pointer moves only
     // with the fold.
-    let batteries: Vec<(i64, Option<DateTime<Utc>>)> = sqlx::query_as(
-        "SELECT b.id, (SELECT s.ts FROM battery_samples s WHERE s.battery_id = b.id \
-         ORDER BY s.ts DESC LIMIT 1) FROM batteries b WHERE b.id = ANY($1) ORDER BY b.id \
-         FOR KEY SHARE OF b",
-    )
+    let batteries: Vec<(i64, Option<DateTime<Utc>>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT b.id, {} FROM batteries b WHERE b.id = ANY($1) ORDER BY b.id FOR KEY SHARE OF b",
+        store::NEWEST_SAMPLE_AT
+    )))
     .bind(&ids)
     .fetch_all(&mut *tx)
     .await

@@ -232,6 +232,15 @@ pub(super) fn value_columns() -> Vec<(String, &'static str)> {
     columns
 }
 
+/// Every column of a bucket: [`KEY_COLUMNS`], then [`value_columns`].
+pub(super) fn column_names() -> Vec<String> {
+    KEY_COLUMNS
+        .into_iter()
+        .map(str::to_owned)
+        .chain(value_columns().into_iter().map(|(c, _)| c))
+        .collect()
+}
+
 /// A value of a bucket: a count, or a float (`None`: no value).
 #[derive(Clone, Copy)]
 pub enum Cell {

@@ -22,6 +22,11 @@ use crate::error::ApiResult;
 /// Rows per INSERT: 15 columns × 1000 stays under SQLite's 32,766 bound parameters.
 const ROWS_PER_STATEMENT: usize = 1000;
 
+/// The newest stored sample time of the battery `b` (an expression over
+/// `batteries b`): one backward probe of the samples' key.
+pub(super) const NEWEST_SAMPLE_AT: &str = "(SELECT n.ts FROM battery_samples n \
+     WHERE n.battery_id = b.id ORDER BY n.ts DESC LIMIT 1)";
+
 /// Keys of stored samples.
 pub type SampleKey = (i64, DateTime<Utc>);
 
@@ -81,8 +86,7 @@ async fn newest_stored(
             .query_all_raw(Statement::from_sql_and_values(
                 DbBackend::Sqlite,
                 format!(
-                    "SELECT b.id, (SELECT s.ts FROM battery_samples s WHERE s.battery_id = b.id \
-                     ORDER BY s.ts DESC LIMIT 1) FROM batteries b WHERE b.id IN ({})",
+                    "SELECT b.id, {NEWEST_SAMPLE_AT} FROM batteries b WHERE b.id IN ({})",
                     vec!["?"; chunk.len()].join(", ")
                 ),
                 chunk.iter().map(|&id| Value::from(id)),
@@ -169,13 +173,11 @@ pub async fn latest_samples(
     if battery_ids.is_empty() {
         return Ok(Vec::new());
     }
-    // Ids are numbers of ours, written into the statement.
-    let ids: Vec<String> = battery_ids.iter().map(i64::to_string).collect();
     let sql = format!(
-        "SELECT s.* FROM battery_samples s JOIN (SELECT b.id, (SELECT n.ts FROM battery_samples n \
-         WHERE n.battery_id = b.id ORDER BY n.ts DESC LIMIT 1) AS ts FROM batteries b \
-         WHERE b.id IN ({})) newest ON s.battery_id = newest.id AND s.ts = newest.ts",
-        ids.join(", ")
+        "SELECT s.* FROM battery_samples s JOIN (SELECT b.id, {NEWEST_SAMPLE_AT} AS ts \
+         FROM batteries b WHERE b.id IN ({})) newest \
+         ON s.battery_id = newest.id AND s.ts = newest.ts",
+        crate::db::id_list(battery_ids)
     );
     Ok(battery_sample::Entity::find()
         .from_raw_sql(Statement::from_string(db.get_database_backend(), sql))
