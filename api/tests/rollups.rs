@@ -39,6 +39,7 @@ macro_rules! with_periodic_fold_off {
 }
 
 with_periodic_fold_off!(
+    energy_is_integrated_across_writes_and_folds,
     folds_count_each_sample_once,
     backlog_of_an_older_version_is_folded_once,
     unreadable_batches_stop_the_fold_and_stay
@@ -374,6 +375,42 @@ async fn backlog_of_an_older_version_is_folded_once(t: TestApp) {
         assert!(close(&bucket["voltageV"], 50.0), "{bucket}");
         assert_eq!(bucket["voltageMaxV"], 51.0, "{bucket}");
     }
+}
+
+/// Energy between two writes' samples is integrated once, whether a fold
+/// ran between them or both were pending: the fold finds each write's
+/// first sample's predecessor. A late sample adds none.
+async fn energy_is_integrated_across_writes_and_folds(t: TestApp) {
+    let ids = create_chain(&t, "A").await;
+    let ingest = |minute: u32| {
+        json!([{ "battery": ids[4], "ts": format!("2026-03-01T10:{minute:02}:00Z"),
+                 "voltageV": 50.0, "currentA": 10.0 }])
+    };
+    for minute in [0, 10] {
+        t.data(INGEST, json!({ "s": ingest(minute) })).await;
+        t.fold().await;
+    }
+    // Two writes pending at once, then a late sample once they are folded.
+    for minute in [20, 30] {
+        t.data(INGEST, json!({ "s": ingest(minute) })).await;
+    }
+    t.fold().await;
+    t.data(INGEST, json!({ "s": ingest(25) })).await;
+    let hours = points(
+        &t,
+        &ids[4],
+        "2026-03-01T10:00:00Z",
+        "2026-03-01T11:00:00Z",
+        "HOUR",
+    )
+    .await;
+    assert_eq!(hours[0]["sampleCount"], 5, "{hours:?}");
+    // Three 10-minute intervals at 500 W; none for the late sample.
+    assert!(
+        close(&hours[0]["energyInKwh"], 3.0 * 500.0 * 600.0 / 3.6e6),
+        "{hours:?}"
+    );
+    assert!(close(&hours[0]["energyOutKwh"], 0.0), "{hours:?}");
 }
 
 /// A roll-up batch the fold cannot read (a newer version's format) stops

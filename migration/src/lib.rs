@@ -20,6 +20,7 @@ mod m20261122_000011_batteries_hot_updates;
 mod m20261201_000012_predictions_without_foreign_key;
 mod m20261206_000013_battery_directory;
 mod m20261206_000014_rollup_batches;
+mod m20261207_000015_samples_without_time_index;
 
 pub use m20261201_000012_predictions_without_foreign_key::PREDICTIONS_LOCK;
 
@@ -66,6 +67,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000012_predictions_without_foreign_key::Migration),
             Box::new(m20261206_000013_battery_directory::Migration),
             Box::new(m20261206_000014_rollup_batches::Migration),
+            Box::new(m20261207_000015_samples_without_time_index::Migration),
         ]
     }
 }

@@ -25,7 +25,7 @@
 //! `latestSample` reads the samples. Partial buckets of a battery deleted
 //! meanwhile are dropped.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
@@ -130,15 +130,25 @@ async fn fold_batches(txn: &DatabaseTransaction) -> ApiResult<u64> {
     // A small fold stays on its worker (a blocking thread costs a
     // hand-off, and its own allocator arena: 4 MB of an idle server).
     let bytes: usize = batches.iter().map(Vec::len).sum();
-    let mut hours = if bytes > OFFLOAD_BYTES {
+    let (mut hours, openings) = if bytes > OFFLOAD_BYTES {
         tokio::task::spawn_blocking(move || add_up(&batches))
             .await
             .map_err(|e| DbErr::Custom(format!("adding up partial buckets: {e}")))??
     } else {
         add_up(&batches)?
     };
-    let existing = existing_batteries(txn, hours.keys().map(|(b, _)| *b)).await?;
-    hours.retain(|(battery, _), _| existing.contains(battery));
+    let folded = existing_batteries(txn, hours.keys().map(|(b, _)| *b)).await?;
+    hours.retain(|(battery, _), _| folded.contains_key(battery));
+    let newest_folded: HashMap<i64, DateTime<Utc>> = folded
+        .into_iter()
+        .filter_map(|(battery, at)| at.map(|at| (battery, at)))
+        .collect();
+    for (battery, hour, kwh) in rollup::stitch(&openings, &newest_folded) {
+        // Its opening came with a partial bucket of that hour.
+        if let Some(bucket) = hours.get_mut(&(battery, hour)) {
+            bucket.add_energy(kwh);
+        }
+    }
 
     let mut days: BTreeMap<(i64, DateTime<Utc>), Bucket> = BTreeMap::new();
     let mut newest: BTreeMap<i64, Bucket> = BTreeMap::new();
@@ -171,30 +181,41 @@ async fn fold_batches(txn: &DatabaseTransaction) -> ApiResult<u64> {
     Ok(buckets.len() as u64)
 }
 
-/// The partial buckets of `batches`, added up per battery and hour.
-fn add_up(batches: &[Vec<u8>]) -> ApiResult<BTreeMap<(i64, DateTime<Utc>), Bucket>> {
+/// Hourly buckets per battery, and the writes' openings.
+type AddedUp = (
+    BTreeMap<(i64, DateTime<Utc>), Bucket>,
+    Vec<(i64, rollup::Opening)>,
+);
+
+/// The partial buckets of `batches`, added up per battery and hour, and
+/// their openings.
+fn add_up(batches: &[Vec<u8>]) -> ApiResult<AddedUp> {
     let mut hours: BTreeMap<(i64, DateTime<Utc>), Bucket> = BTreeMap::new();
+    let mut openings = Vec::new();
     for batch in batches {
-        for p in rollup::decode(batch)? {
+        let batch = rollup::decode(batch)?;
+        for p in batch.partials {
             hours
                 .entry((p.battery_id, p.hour))
                 .or_default()
                 .merge(&p.bucket);
         }
+        openings.extend(batch.openings);
     }
-    Ok(hours)
+    Ok((hours, openings))
 }
 
-/// Which of `ids` are batteries still (on PostgreSQL locked against a
-/// delete until the fold commits, as the roll-ups' foreign key needs).
+/// Which of `ids` are batteries still, with the newest sample folded
+/// so far (`last_sample_at`); on PostgreSQL locked against a delete until
+/// the fold commits, as the roll-ups' foreign key needs.
 async fn existing_batteries(
     txn: &DatabaseTransaction,
     ids: impl Iterator<Item = i64>,
-) -> ApiResult<HashSet<i64>> {
+) -> ApiResult<HashMap<i64, Option<DateTime<Utc>>>> {
     let mut ids: Vec<i64> = ids.collect();
     ids.dedup();
     if ids.is_empty() {
-        return Ok(HashSet::new());
+        return Ok(HashMap::new());
     }
     let backend = txn.get_database_backend();
     let lock = if backend == DbBackend::Postgres {
@@ -206,13 +227,13 @@ async fn existing_batteries(
         .query_all_raw(Statement::from_string(
             backend,
             format!(
-                "SELECT id FROM batteries WHERE id IN ({}){lock}",
+                "SELECT id, last_sample_at FROM batteries WHERE id IN ({}){lock}",
                 crate::db::id_list(&ids)
             ),
         ))
         .await?;
     rows.into_iter()
-        .map(|r| Ok(r.try_get_by_index::<i64>(0)?))
+        .map(|r| Ok((r.try_get_by_index::<i64>(0)?, r.try_get_by_index(1)?)))
         .collect()
 }
 

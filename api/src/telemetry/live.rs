@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::{
-    Context, ErrorExtensions, ID, InputObject, Result, ResultExt, SimpleObject, Subscription,
+    Context, ErrorExtensions, ID, InputObject, Object, Result, ResultExt, Subscription,
 };
 use chrono::{DateTime, Utc};
 use entities::{battery, battery_sample, bms, client, site, zone};
@@ -61,18 +61,46 @@ impl LiveScope {
     }
 }
 
-/// A committed sample of a battery in the scope.
-#[derive(SimpleObject, Clone)]
+/// A committed sample of a battery in the scope. Its global ids are
+/// encoded when asked for: a dashboard selecting only values spent a
+/// tenth of its events' time encoding ids it never read.
+#[derive(Clone)]
 pub struct LiveSample {
-    pub battery_id: ID,
-    pub bms_id: ID,
-    pub site_id: ID,
-    pub sample: Sample,
+    owner: Owner,
+    battery: i64,
+    sample: Sample,
+    replayed: bool,
+    missed: u64,
+}
+
+#[Object]
+impl LiveSample {
+    async fn battery_id(&self) -> ID {
+        ids::encode(Kind::Battery, self.battery)
+    }
+
+    async fn bms_id(&self) -> ID {
+        ids::encode(Kind::Bms, self.owner.bms_id)
+    }
+
+    async fn site_id(&self) -> ID {
+        ids::encode(Kind::Site, self.owner.site_id)
+    }
+
+    async fn sample(&self) -> &Sample {
+        &self.sample
+    }
+
     /// True while replaying stored samples after `since`.
-    pub replayed: bool,
+    async fn replayed(&self) -> bool {
+        self.replayed
+    }
+
     /// Events dropped for this subscriber, because it read too slowly,
     /// since the previous event it received.
-    pub missed: u64,
+    async fn missed(&self) -> u64 {
+        self.missed
+    }
 }
 
 /// The scope as a predicate on events.
@@ -219,9 +247,8 @@ fn event_of(
     missed: u64,
 ) -> LiveSample {
     LiveSample {
-        battery_id: ids::encode(Kind::Battery, sample.battery_id),
-        bms_id: ids::encode(Kind::Bms, owner.bms_id),
-        site_id: ids::encode(Kind::Site, owner.site_id),
+        owner,
+        battery: sample.battery_id,
         sample: Sample::from(sample),
         replayed,
         missed,

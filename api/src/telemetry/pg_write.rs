@@ -5,11 +5,13 @@
 //!
 //! Which samples are new is left to the table's unique key first: the
 //! batch is copied whole, and only if the key finds one already stored
-//! (a resent batch) is the copy undone (to a savepoint) and the batch
-//! sorted out — a sample newer than its battery's newest stored one is
-//! new, a late one is new when an index probe does not find its key — and
-//! the new ones copied. Probing every late sample first cost a third of a
-//! write when concurrent uploads each send a different time range.
+//! (a resent batch) is the transaction rolled back and the batch written
+//! again, sorted out — a sample newer than its battery's newest stored one
+//! is new, a late one is new when an index probe does not find its key —
+//! with only the new ones copied. Probing every late sample first cost a
+//! third of a write when concurrent uploads each send a different time
+//! range; a savepoint before each copy, to undo it alone, cost a round
+//! trip and a subtransaction in every write for the sake of resent ones.
 //!
 //! Several writers may run at once (other replicas, or the writer's own
 //! tasks). If two store the same key concurrently, the second `COPY` meets a
@@ -44,17 +46,41 @@ const COLUMNS: &str = "battery_id, ts, voltage_v, current_a, power_w, soc_pct, s
                        temp_min_c, temp_max_c, temp_avg_c, energy_kwh, efficiency_pct, cycle_count, \
                        cell_voltage_min_v, cell_voltage_max_v";
 
+/// How a write tells new samples from stored ones (see the module's doc).
+#[derive(Clone, Copy)]
+enum Mode {
+    /// Copies every candidate: the unique key refuses the batch if one is stored.
+    Whole,
+    /// Probes the late candidates and copies those not stored.
+    SortedOut,
+    /// Inserts with per-row conflict checks.
+    Checked,
+}
+
 /// Stores the new samples of `rows` (see [`super::store::write`]).
 pub async fn write(pool: &PgPool, rows: &[Checked]) -> ApiResult<Vec<bool>> {
-    match write_once(pool, rows, true).await {
-        Err(err) if is_unique_violation(&err) => {
-            tracing::warn!(
-                "some of these samples were stored meanwhile, or without moving their \
-                 battery's latest-sample pointer; writing the batch again with per-row conflict checks"
-            );
-            Ok(write_once(pool, rows, false).await?)
+    let mut mode = Mode::Whole;
+    loop {
+        match write_once(pool, rows, mode).await {
+            Err(err) if is_unique_violation(&err) => {
+                mode = match mode {
+                    Mode::Whole => {
+                        tracing::debug!(
+                            "some samples of the batch are stored already; sorting it out"
+                        );
+                        Mode::SortedOut
+                    }
+                    _ => {
+                        tracing::warn!(
+                            "some of these samples were stored meanwhile by another writer; \
+                             writing the batch again with per-row conflict checks"
+                        );
+                        Mode::Checked
+                    }
+                };
+            }
+            other => return Ok(other?),
         }
-        other => Ok(other?),
     }
 }
 
@@ -63,18 +89,21 @@ fn is_unique_violation(err: &DbErr) -> bool {
         if e.as_database_error().is_some_and(|d| d.is_unique_violation()))
 }
 
-async fn write_once(pool: &PgPool, rows: &[Checked], copy: bool) -> Result<Vec<bool>, DbErr> {
+async fn write_once(pool: &PgPool, rows: &[Checked], mode: Mode) -> Result<Vec<bool>, DbErr> {
     let mut tx = pool.begin().await.map_err(db_err)?;
     let mut ids: Vec<i64> = rows.iter().map(|r| r.sample.battery_id).collect();
     ids.sort_unstable();
     ids.dedup();
     // In id order, like every writer, so that lockers wait rather than
-    // deadlock. Each battery's newest stored sample is read from the
-    // samples (one index probe each): the battery's pointer moves only
-    // with the fold.
+    // deadlock. Sorting a batch out needs each battery's newest stored
+    // sample (one index probe each; the battery's pointer moves only with
+    // the fold); the roll-ups do not (see [`rollup::stitch`]).
+    let newest = match mode {
+        Mode::SortedOut => store::NEWEST_SAMPLE_AT,
+        Mode::Whole | Mode::Checked => "NULL::timestamptz",
+    };
     let batteries: Vec<(i64, Option<DateTime<Utc>>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT b.id, {} FROM batteries b WHERE b.id = ANY($1) ORDER BY b.id FOR KEY SHARE OF b",
-        store::NEWEST_SAMPLE_AT
+        "SELECT b.id, {newest} FROM batteries b WHERE b.id = ANY($1) ORDER BY b.id FOR KEY SHARE OF b"
     )))
     .bind(&ids)
     .fetch_all(&mut *tx)
@@ -100,59 +129,54 @@ async fn write_once(pool: &PgPool, rows: &[Checked], copy: bool) -> Result<Vec<b
             existing.contains(&s.battery_id) && seen.insert((s.battery_id, s.ts))
         })
         .collect();
-    let is_new = if copy {
-        store_copied(&mut tx, rows, &candidates, &previous).await?
-    } else {
-        store_checked(&mut tx, rows, &candidates).await?
+    let is_new = match mode {
+        Mode::Whole => {
+            copy_in(&mut tx, &samples_at(rows, &candidates)).await?;
+            flags(rows.len(), &candidates)
+        }
+        Mode::SortedOut => sort_out(&mut tx, rows, &candidates, &previous).await?,
+        Mode::Checked => store_checked(&mut tx, rows, &candidates).await?,
     };
 
     let new = store::new_rows(rows, &is_new);
-    append_rollups(&mut tx, &rollup::aggregate(&new, &previous)).await?;
+    append_rollups(&mut tx, &rollup::aggregate(&new)).await?;
     tx.commit().await.map_err(db_err)?;
     Ok(is_new)
 }
 
-/// Copies the candidates whole; if one is already stored, undoes that and
-/// copies those found new (see the module's doc). Tells for each row
-/// whether it was new.
-async fn store_copied(
+/// The samples of `rows` at `which`.
+fn samples_at<'a>(rows: &'a [Checked], which: &[usize]) -> Vec<&'a battery_sample::Model> {
+    which.iter().map(|&i| &rows[i].sample).collect()
+}
+
+/// For each of `len` rows, whether it is one of `new`.
+fn flags(len: usize, new: &[usize]) -> Vec<bool> {
+    let mut is_new = vec![false; len];
+    for &i in new {
+        is_new[i] = true;
+    }
+    is_new
+}
+
+/// Copies the candidates not stored yet: those newer than their battery's
+/// newest stored sample, and the late ones an index probe does not find.
+async fn sort_out(
     tx: &mut Transaction<'static, Postgres>,
     rows: &[Checked],
     candidates: &[usize],
     previous: &HashMap<i64, DateTime<Utc>>,
 ) -> Result<Vec<bool>, DbErr> {
-    let mut is_new = vec![false; rows.len()];
-    let samples = |which: &[usize]| -> Vec<&battery_sample::Model> {
-        which.iter().map(|&i| &rows[i].sample).collect()
-    };
-    execute(tx, "SAVEPOINT before_copy").await?;
-    match copy_in(tx, &samples(candidates)).await {
-        Ok(()) => {
-            for &i in candidates {
-                is_new[i] = true;
-            }
-            return Ok(is_new);
-        }
-        Err(err) if is_unique_violation(&err) => {
-            tracing::debug!("some samples of the batch are stored already; probing the late ones");
-            execute(tx, "ROLLBACK TO SAVEPOINT before_copy").await?;
-        }
-        Err(err) => return Err(err),
-    }
     let (mut new, late): (Vec<usize>, Vec<usize>) = candidates.iter().partition(|&&i| {
         let s = &rows[i].sample;
         previous.get(&s.battery_id).is_none_or(|last| s.ts > *last)
     });
-    let stored = stored_keys(tx, &samples(&late)).await?;
+    let stored = stored_keys(tx, &samples_at(rows, &late)).await?;
     new.extend(
         late.into_iter()
             .filter(|&i| !stored.contains(&(rows[i].sample.battery_id, rows[i].sample.ts))),
     );
-    copy_in(tx, &samples(&new)).await?;
-    for i in new {
-        is_new[i] = true;
-    }
-    Ok(is_new)
+    copy_in(tx, &samples_at(rows, &new)).await?;
+    Ok(flags(rows.len(), &new))
 }
 
 /// Inserts the candidates with per-row conflict checks; tells for each row
@@ -162,19 +186,12 @@ async fn store_checked(
     rows: &[Checked],
     candidates: &[usize],
 ) -> Result<Vec<bool>, DbErr> {
-    let samples: Vec<&battery_sample::Model> =
-        candidates.iter().map(|&i| &rows[i].sample).collect();
-    let stored = insert_checked(tx, &samples).await?;
+    let stored = insert_checked(tx, &samples_at(rows, candidates)).await?;
     let mut is_new = vec![false; rows.len()];
     for &i in candidates {
         is_new[i] = stored.contains(&(rows[i].sample.battery_id, rows[i].sample.ts));
     }
     Ok(is_new)
-}
-
-async fn execute(tx: &mut Transaction<'static, Postgres>, sql: &'static str) -> Result<(), DbErr> {
-    sqlx::query(sql).execute(&mut **tx).await.map_err(db_err)?;
-    Ok(())
 }
 
 /// `COPY`s `samples` in binary format.
@@ -276,16 +293,15 @@ async fn insert_checked(
     Ok(keys.into_iter().collect())
 }
 
-/// Appends the write's partial buckets as one row (see
-/// [`rollup::encode`]).
+/// Appends the write's summary as one row (see [`rollup::encode`]).
 async fn append_rollups(
     tx: &mut Transaction<'static, Postgres>,
-    buckets: &HashMap<rollup::BucketKey, rollup::Bucket>,
+    summary: &rollup::WriteSummary,
 ) -> Result<(), DbErr> {
-    if buckets.is_empty() {
+    if summary.buckets.is_empty() {
         return Ok(());
     }
-    let partials = rollup::encode(buckets)?;
+    let partials = rollup::encode(summary)?;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO {} (partials) VALUES ($1)",
         rollup::BATCHES

@@ -11,7 +11,13 @@
 //!
 //! Energy in/out integrates each new sample's power (`powerW`, else V × I)
 //! over the time since the battery's previous sample; gaps longer than
-//! [`MAX_GAP`] are not integrated.
+//! [`MAX_GAP`] are not integrated, nor are late samples (older than one
+//! already stored). A write integrates each sample after the first of its
+//! battery in the write; the first one's previous sample may have been
+//! written by another write, so the write records it as an [`Opening`]
+//! and the fold, which sees every write's span of every battery, finds
+//! that previous sample ([`stitch`]). Looking it up in every write took an
+//! index probe per battery per write: a third of PostgreSQL's work.
 
 use std::collections::HashMap;
 
@@ -132,35 +138,85 @@ impl Bucket {
 /// (battery, resolution, bucket start)
 pub type BucketKey = (i64, &'static str, DateTime<Utc>);
 
-/// Folds new samples into hourly buckets. `previous` gives each battery's newest
-/// stored sample time before these were written.
-pub fn aggregate(
-    new: &[&Checked],
-    previous: &HashMap<i64, DateTime<Utc>>,
-) -> HashMap<BucketKey, Bucket> {
+/// A battery's first new sample in one write, whose energy the fold
+/// integrates from the sample before it ([`stitch`]), and the time of the
+/// write's newest sample of the battery (the span the write covers).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Opening {
+    #[serde(with = "ts_microseconds")]
+    pub at: DateTime<Utc>,
+    pub power_w: Option<f64>,
+    #[serde(with = "ts_microseconds")]
+    pub last: DateTime<Utc>,
+}
+
+/// One write's new samples, added up: hourly partial buckets, and each
+/// battery's [`Opening`].
+#[derive(Default, Debug)]
+pub struct WriteSummary {
+    pub buckets: HashMap<BucketKey, Bucket>,
+    pub openings: HashMap<i64, Opening>,
+}
+
+/// A sample's power: `powerW`, else V × I.
+fn power(s: &entities::battery_sample::Model) -> Option<f64> {
+    s.power_w
+        .or(s.voltage_v.zip(s.current_a).map(|(v, i)| v * i))
+}
+
+/// Energy of `power_w` over `dt` (none over a gap longer than
+/// [`MAX_GAP`]), in kWh: positive charging, negative discharging.
+fn energy_kwh(power_w: Option<f64>, dt: TimeDelta) -> f64 {
+    match power_w {
+        Some(p) if dt > TimeDelta::zero() && dt <= MAX_GAP => p * dt.as_seconds_f64() / 3.6e6,
+        _ => 0.0,
+    }
+}
+
+impl Bucket {
+    /// Adds energy in (positive) or out (negative).
+    pub fn add_energy(&mut self, kwh: f64) {
+        if kwh > 0.0 {
+            self.energy_in_kwh += kwh;
+        } else {
+            self.energy_out_kwh -= kwh;
+        }
+    }
+}
+
+/// The hour a time falls in.
+pub fn hour_of(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.duration_trunc(TimeDelta::hours(1)).unwrap_or(t)
+}
+
+/// Folds one write's new samples into hourly buckets; each battery's
+/// first sample of the write is integrated later, by [`stitch`].
+pub fn aggregate(new: &[&Checked]) -> WriteSummary {
     let mut sorted: Vec<&Checked> = new.to_vec();
     sorted.sort_by_key(|c| (c.sample.battery_id, c.sample.ts));
-    let mut out: HashMap<BucketKey, Bucket> = HashMap::new();
+    let mut out = WriteSummary::default();
     let mut last: HashMap<i64, DateTime<Utc>> = HashMap::new();
     for c in sorted {
         let s = &c.sample;
-        let prev = last
-            .get(&s.battery_id)
-            .copied()
-            .or_else(|| previous.get(&s.battery_id).copied().filter(|p| *p < s.ts));
-        last.insert(s.battery_id, s.ts);
-        let dt = prev
-            .map(|p| s.ts - p)
-            .filter(|d| *d > TimeDelta::zero() && *d <= MAX_GAP);
-        let power = s
-            .power_w
-            .or(s.voltage_v.zip(s.current_a).map(|(v, i)| v * i));
-        let energy_kwh = match (power, dt) {
-            (Some(p), Some(dt)) => p * dt.as_seconds_f64() / 3.6e6,
-            _ => 0.0,
+        let power = power(s);
+        let energy = match last.insert(s.battery_id, s.ts) {
+            Some(prev) => energy_kwh(power, s.ts - prev),
+            None => {
+                out.openings.insert(
+                    s.battery_id,
+                    Opening {
+                        at: s.ts,
+                        power_w: power,
+                        last: s.ts,
+                    },
+                );
+                0.0
+            }
         };
-        let start = s.ts.duration_trunc(TimeDelta::hours(1)).unwrap_or(s.ts);
-        let b = out.entry((s.battery_id, HOUR, start)).or_default();
+        let b = out
+            .buckets
+            .entry((s.battery_id, HOUR, hour_of(s.ts)))
+            .or_default();
         b.samples += 1;
         b.stats[0].add(s.voltage_v, None, None);
         b.stats[1].add(s.current_a, None, None);
@@ -174,13 +230,49 @@ pub fn aggregate(
         if let Some(pct) = s.soh_pct {
             b.newest_soh = Some(Soh { at: s.ts, pct });
         }
-        if energy_kwh > 0.0 {
-            b.energy_in_kwh += energy_kwh;
-        } else {
-            b.energy_out_kwh -= energy_kwh;
-        }
+        b.add_energy(energy);
         b.under_voltage += i64::from(c.under_voltage);
         b.over_temperature += i64::from(c.over_temperature);
+    }
+    for (battery, opening) in &mut out.openings {
+        if let Some(newest) = last.get(battery) {
+            opening.last = *newest;
+        }
+    }
+    out
+}
+
+/// The energy of each write's first sample of a battery, from the sample
+/// before it: the newest of the battery's samples folded earlier
+/// (`folded`, its `last_sample_at`) and of the other pending writes'
+/// spans that end before it. A first sample older than a folded one, or
+/// within another pending write's span, is late and not integrated, as a
+/// write integrates no late sample. Returns (battery, hour, kWh).
+pub fn stitch(
+    openings: &[(i64, Opening)],
+    folded: &HashMap<i64, DateTime<Utc>>,
+) -> Vec<(i64, DateTime<Utc>, f64)> {
+    let mut by_battery: HashMap<i64, Vec<&Opening>> = HashMap::new();
+    for (battery, opening) in openings {
+        by_battery.entry(*battery).or_default().push(opening);
+    }
+    let mut out = Vec::new();
+    for (battery, mut spans) in by_battery {
+        spans.sort_by_key(|o| o.at);
+        let folded = folded.get(&battery).copied();
+        // The newest end of the spans that start before the current one.
+        let mut reached: Option<DateTime<Utc>> = None;
+        for span in spans {
+            let late =
+                folded.is_some_and(|f| span.at <= f) || reached.is_some_and(|r| span.at <= r);
+            if !late && let Some(prev) = reached.max(folded) {
+                let kwh = energy_kwh(span.power_w, span.at - prev);
+                if kwh != 0.0 {
+                    out.push((battery, hour_of(span.at), kwh));
+                }
+            }
+            reached = reached.max(Some(span.last));
+        }
     }
     out
 }
@@ -288,8 +380,10 @@ pub const BACKLOG: &str = "rollup_backlog";
 /// ([`encode`]), for [`super::fold`].
 pub const BATCHES: &str = "rollup_batches";
 
-/// The first byte of an encoded batch: its format.
-const FORMAT: u8 = 1;
+/// The first byte of an encoded batch: its format. Format 1 (written
+/// before openings, by writes that integrated every sample) is still read.
+const FORMAT: u8 = 2;
+const FORMAT_WITHOUT_OPENINGS: u8 = 1;
 
 /// One hourly partial bucket of a batch.
 #[derive(Serialize)]
@@ -309,10 +403,17 @@ pub struct Partial {
     pub bucket: Bucket,
 }
 
-/// A write's hourly partial buckets as one `rollup_batches` value: a
-/// format byte, then postcard.
-pub fn encode(buckets: &HashMap<BucketKey, Bucket>) -> Result<Vec<u8>, DbErr> {
-    let partials: Vec<PartialRef> = buckets
+/// A decoded batch: its partial buckets and its writes' openings.
+pub struct Batch {
+    pub partials: Vec<Partial>,
+    pub openings: Vec<(i64, Opening)>,
+}
+
+/// A write's summary as one `rollup_batches` value: a format byte, then
+/// postcard of its partial buckets and openings.
+pub fn encode(summary: &WriteSummary) -> Result<Vec<u8>, DbErr> {
+    let partials: Vec<PartialRef> = summary
+        .buckets
         .iter()
         .map(|((battery_id, _, hour), bucket)| PartialRef {
             battery_id: *battery_id,
@@ -320,18 +421,26 @@ pub fn encode(buckets: &HashMap<BucketKey, Bucket>) -> Result<Vec<u8>, DbErr> {
             bucket,
         })
         .collect();
+    let openings: Vec<(i64, &Opening)> = summary.openings.iter().map(|(b, o)| (*b, o)).collect();
     let mut out = vec![FORMAT];
-    postcard::to_io(&partials, &mut out)
+    postcard::to_io(&(partials, openings), &mut out)
         .map_err(|e| DbErr::Custom(format!("encoding partial buckets: {e}")))?;
     Ok(out)
 }
 
-/// The partial buckets of one [`encode`]d batch. A batch of another format
-/// (a newer version's) is refused: the fold then stops, nothing is lost.
-pub fn decode(batch: &[u8]) -> ApiResult<Vec<Partial>> {
+/// One [`encode`]d batch. A batch of another format (a newer version's)
+/// is refused: the fold then stops, nothing is lost.
+pub fn decode(batch: &[u8]) -> ApiResult<Batch> {
+    let unreadable = |e: postcard::Error| DbErr::Custom(format!("decoding partial buckets: {e}"));
     match batch.split_first() {
-        Some((&FORMAT, rest)) => postcard::from_bytes(rest)
-            .map_err(|e| DbErr::Custom(format!("decoding partial buckets: {e}")).into()),
+        Some((&FORMAT, rest)) => {
+            let (partials, openings) = postcard::from_bytes(rest).map_err(unreadable)?;
+            Ok(Batch { partials, openings })
+        }
+        Some((&FORMAT_WITHOUT_OPENINGS, rest)) => Ok(Batch {
+            partials: postcard::from_bytes(rest).map_err(unreadable)?,
+            openings: Vec::new(),
+        }),
         _ => Err(DbErr::Custom(
             "a roll-up batch has an unknown format (written by a newer version?)".into(),
         )
@@ -339,12 +448,9 @@ pub fn decode(batch: &[u8]) -> ApiResult<Vec<Partial>> {
     }
 }
 
-/// Appends a write's partial buckets to [`BATCHES`], as one row.
-pub async fn append(
-    db: &impl ConnectionTrait,
-    buckets: &HashMap<BucketKey, Bucket>,
-) -> ApiResult<()> {
-    if buckets.is_empty() {
+/// Appends a write's summary to [`BATCHES`], as one row.
+pub async fn append(db: &impl ConnectionTrait, summary: &WriteSummary) -> ApiResult<()> {
+    if summary.buckets.is_empty() {
         return Ok(());
     }
     let backend = db.get_database_backend();
@@ -356,7 +462,7 @@ pub async fn append(
     db.execute_raw(Statement::from_sql_and_values(
         backend,
         format!("INSERT INTO {BATCHES} (partials) VALUES ({placeholder})"),
-        [encode(buckets)?.into()],
+        [encode(summary)?.into()],
     ))
     .await?;
     Ok(())
@@ -396,6 +502,10 @@ mod tests {
         }
     }
 
+    fn at(minute: i64) -> DateTime<Utc> {
+        sample(minute, 0.0, 0.0).sample.ts
+    }
+
     #[test]
     fn buckets_integrate_power_between_samples() {
         // 50 V × 10 A charging for 6 minutes, then 50 V × -20 A for 6 minutes.
@@ -403,10 +513,9 @@ mod tests {
         let b = sample(6, 50.0, 10.0);
         let c = sample(12, 50.0, -20.0);
         let d = sample(70, 40.0, -20.0); // next hour, after a 58-minute gap
-        let buckets = aggregate(&[&c, &a, &d, &b], &HashMap::new());
-        let hour = DateTime::parse_from_rfc3339("2026-03-01T10:00:00Z")
-            .unwrap()
-            .to_utc();
+        let summary = aggregate(&[&c, &a, &d, &b]);
+        let buckets = &summary.buckets;
+        let hour = at(0);
         let h10 = &buckets[&(1, "HOUR", hour)];
         assert_eq!(h10.samples, 3);
         assert!(
@@ -424,6 +533,15 @@ mod tests {
         assert_eq!((h11.samples, h11.under_voltage), (1, 1));
         assert_eq!(h11.energy_out_kwh, 0.0, "gaps are not integrated");
         assert_eq!(buckets.len(), 2, "hourly buckets only: {buckets:?}");
+        // The write's first sample waits for the fold, which knows the one before.
+        assert_eq!(
+            summary.openings[&1],
+            Opening {
+                at: at(0),
+                power_w: Some(500.0),
+                last: at(70)
+            }
+        );
     }
 
     #[test]
@@ -431,21 +549,29 @@ mod tests {
         let mut with_soh = sample(10, 51.0, 5.0);
         with_soh.sample.soh_pct = Some(96.0);
         let (a, b, c) = (sample(0, 50.0, 10.0), with_soh, sample(20, 44.0, -3.0));
-        let whole = aggregate(&[&a, &b, &c], &HashMap::new());
-        // Two writes: the second knows the first's newest sample.
-        let first = aggregate(&[&a], &HashMap::new());
-        let previous = HashMap::from([(1, a.sample.ts)]);
-        let second = aggregate(&[&b, &c], &previous);
-        let decoded: Vec<Partial> = [&first, &second]
+        let mut whole = aggregate(&[&a, &b, &c]);
+        // Two writes; the fold integrates the second's first sample from the first's last.
+        let first = aggregate(&[&a]);
+        let second = aggregate(&[&b, &c]);
+        let decoded: Vec<Batch> = [&first, &second]
             .into_iter()
-            .flat_map(|batch| decode(&encode(batch).unwrap()).unwrap())
+            .map(|batch| decode(&encode(batch).unwrap()).unwrap())
             .collect();
         let mut merged = Bucket::default();
-        for p in &decoded {
+        for p in decoded.iter().flat_map(|b| &b.partials) {
             merged.merge(&p.bucket);
         }
-        let (_, one) = whole.iter().next().unwrap();
-        assert_eq!(&merged, one);
+        let openings: Vec<(i64, Opening)> =
+            decoded.iter().flat_map(|b| b.openings.clone()).collect();
+        assert_eq!(openings.len(), 2);
+        for (_, hour, kwh) in stitch(&openings, &HashMap::new()) {
+            assert_eq!(hour, at(0));
+            merged.add_energy(kwh);
+        }
+        let (_, one) = whole.buckets.drain().next().unwrap();
+        assert!((merged.energy_in_kwh - one.energy_in_kwh).abs() < 1e-12);
+        merged.energy_in_kwh = one.energy_in_kwh;
+        assert_eq!(merged, one);
         assert_eq!(merged.samples, 3);
         assert_eq!(merged.newest_sample_at, Some(c.sample.ts));
         assert_eq!(
@@ -453,6 +579,46 @@ mod tests {
             Some((b.sample.ts, 96.0))
         );
         assert!(merged.energy_in_kwh > 0.0 && merged.energy_out_kwh > 0.0);
-        assert!(decode(&[2, 0]).is_err(), "another format is refused");
+        assert!(decode(&[3, 0]).is_err(), "another format is refused");
+    }
+
+    #[test]
+    fn a_first_sample_is_integrated_from_the_newest_sample_before_it_and_never_when_late() {
+        let span = |from: i64, to: i64| Opening {
+            at: at(from),
+            power_w: Some(600.0),
+            last: at(to),
+        };
+        // 600 W for one minute is 0.01 kWh.
+        let kwh = |minutes: f64| 600.0 * minutes * 60.0 / 3.6e6;
+        let folded = HashMap::from([(1, at(10))]);
+        let openings = [
+            (1, span(12, 14)), // after the folded sample at 10: 2 minutes
+            (1, span(16, 20)), // after the pending span ending at 14: 2 minutes
+            (1, span(18, 19)), // inside the span 16..20: late
+            (1, span(5, 6)),   // older than the folded sample: late
+            (1, span(40, 41)), // 20 minutes after 20: a gap, not integrated
+            (2, span(3, 3)),   // nothing before it
+        ];
+        let mut energy = stitch(&openings, &folded);
+        energy.sort_by_key(|(_, _, kwh)| (kwh * 1e9) as i64);
+        assert_eq!(energy.len(), 2, "{energy:?}");
+        for (battery, hour, e) in energy {
+            assert_eq!((battery, hour), (1, at(0)));
+            assert!((e - kwh(2.0)).abs() < 1e-12, "{e}");
+        }
+        // Discharging counts negative.
+        let out = stitch(
+            &[(
+                3,
+                Opening {
+                    power_w: Some(-600.0),
+                    ..span(11, 11)
+                },
+            )],
+            &folded.iter().map(|(_, t)| (3, *t)).collect(),
+        );
+        assert_eq!(out.len(), 1);
+        assert!((out[0].2 + kwh(1.0)).abs() < 1e-12);
     }
 }

@@ -5,14 +5,13 @@
 //! roll-up fold ([`super::fold`]), which a write's partial buckets carry
 //! them to, so writes update no row.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use entities::{battery_rollup, battery_sample};
-use sea_orm::sea_query::Value;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait,
-    IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, Statement, TryInsertResult,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, IntoActiveModel,
+    QueryFilter, QueryOrder, QuerySelect, Statement, TryInsertResult,
 };
 
 use super::checks::Checked;
@@ -46,8 +45,6 @@ pub async fn write(db: &DatabaseConnection, rows: &[Checked]) -> ApiResult<Vec<b
     let mut inserted = HashSet::with_capacity(rows.len());
     let _turn = super::fold::SQLITE_WRITE_TURN.lock().await;
     let txn = crate::db::begin_write(db).await?;
-    let battery_ids: HashSet<i64> = rows.iter().map(|r| r.sample.battery_id).collect();
-    let previous = newest_stored(&txn, battery_ids).await?;
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let result = battery_sample::Entity::insert_many(
             chunk.iter().map(|r| r.sample.clone().into_active_model()),
@@ -68,37 +65,9 @@ pub async fn write(db: &DatabaseConnection, rows: &[Checked]) -> ApiResult<Vec<b
         .map(|r| inserted.remove(&(r.sample.battery_id, r.sample.ts)))
         .collect();
     let new = new_rows(rows, &is_new);
-    rollup::append(&txn, &rollup::aggregate(&new, &previous)).await?;
+    rollup::append(&txn, &rollup::aggregate(&new)).await?;
     txn.commit().await?;
     Ok(is_new)
-}
-
-/// SQLite: each battery's newest stored sample time, one index probe per
-/// battery (the battery's pointer moves only with the fold).
-async fn newest_stored(
-    txn: &DatabaseTransaction,
-    battery_ids: HashSet<i64>,
-) -> ApiResult<HashMap<i64, DateTime<Utc>>> {
-    let mut newest = HashMap::with_capacity(battery_ids.len());
-    let ids: Vec<i64> = battery_ids.into_iter().collect();
-    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-        let rows = txn
-            .query_all_raw(Statement::from_sql_and_values(
-                DbBackend::Sqlite,
-                format!(
-                    "SELECT b.id, {NEWEST_SAMPLE_AT} FROM batteries b WHERE b.id IN ({})",
-                    vec!["?"; chunk.len()].join(", ")
-                ),
-                chunk.iter().map(|&id| Value::from(id)),
-            ))
-            .await?;
-        for row in rows {
-            if let Some(at) = row.try_get_by_index::<Option<DateTime<Utc>>>(1)? {
-                newest.insert(row.try_get_by_index(0)?, at);
-            }
-        }
-    }
-    Ok(newest)
 }
 
 /// The rows flagged new.
@@ -227,14 +196,33 @@ pub async fn count_rollups(
         .await?)
 }
 
-/// Deletes raw samples older than `cutoff` (roll-ups are kept); returns how many.
+/// Batteries per retention delete: each statement is an index range scan
+/// per battery along the primary key, and a short transaction.
+const PURGE_BATTERIES_PER_STATEMENT: usize = 500;
+
+/// Deletes raw samples older than `cutoff` (roll-ups are kept); returns how
+/// many. Battery by battery along the key `(battery_id, ts)`: samples have
+/// no index on time alone (migration 15), which every write paid for.
 pub async fn purge_samples_before(
     db: &impl ConnectionTrait,
     cutoff: DateTime<Utc>,
 ) -> ApiResult<u64> {
-    let res = battery_sample::Entity::delete_many()
-        .filter(battery_sample::Column::Ts.lt(cutoff))
-        .exec(db)
+    use entities::battery;
+    let ids: Vec<i64> = battery::Entity::find()
+        .select_only()
+        .column(battery::Column::Id)
+        .order_by_asc(battery::Column::Id)
+        .into_tuple()
+        .all(db)
         .await?;
-    Ok(res.rows_affected)
+    let mut deleted = 0;
+    for chunk in ids.chunks(PURGE_BATTERIES_PER_STATEMENT) {
+        deleted += battery_sample::Entity::delete_many()
+            .filter(battery_sample::Column::BatteryId.is_in(chunk.iter().copied()))
+            .filter(battery_sample::Column::Ts.lt(cutoff))
+            .exec(db)
+            .await?
+            .rows_affected;
+    }
+    Ok(deleted)
 }
