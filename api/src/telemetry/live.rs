@@ -61,9 +61,8 @@ impl LiveScope {
     }
 }
 
-/// A committed sample of a battery in the scope. Its global ids are
-/// encoded when asked for: a dashboard selecting only values spent a
-/// tenth of its events' time encoding ids it never read.
+// Global ids are encoded when asked for: a dashboard selecting only
+// values spent a tenth of its events' time encoding ids it never read.
 #[derive(Clone)]
 pub struct LiveSample {
     owner: Owner,
@@ -73,6 +72,7 @@ pub struct LiveSample {
     missed: u64,
 }
 
+/// A committed sample of a battery in the scope.
 #[Object]
 impl LiveSample {
     async fn battery_id(&self) -> ID {
