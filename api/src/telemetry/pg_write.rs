@@ -62,7 +62,8 @@ pub async fn write(pool: &PgPool, rows: &[Checked]) -> ApiResult<Vec<bool>> {
     let mut mode = Mode::Whole;
     loop {
         match write_once(pool, rows, mode).await {
-            Err(err) if is_unique_violation(&err) => {
+            // A per-row conflict check never meets the key.
+            Err(err) if is_unique_violation(&err) && !matches!(mode, Mode::Checked) => {
                 mode = match mode {
                     Mode::Whole => {
                         tracing::debug!(

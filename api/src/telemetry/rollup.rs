@@ -616,7 +616,7 @@ mod tests {
                     ..span(11, 11)
                 },
             )],
-            &folded.iter().map(|(_, t)| (3, *t)).collect(),
+            &HashMap::from([(3, at(10))]),
         );
         assert_eq!(out.len(), 1);
         assert!((out[0].2 + kwh(1.0)).abs() < 1e-12);
