@@ -115,6 +115,15 @@ pub struct Bucket {
 }
 
 impl Bucket {
+    /// Adds energy in (positive) or out (negative).
+    pub fn add_energy(&mut self, kwh: f64) {
+        if kwh > 0.0 {
+            self.energy_in_kwh += kwh;
+        } else {
+            self.energy_out_kwh -= kwh;
+        }
+    }
+
     /// Adds another partial bucket of the same battery.
     pub fn merge(&mut self, other: &Bucket) {
         self.samples += other.samples;
@@ -170,17 +179,6 @@ fn energy_kwh(power_w: Option<f64>, dt: TimeDelta) -> f64 {
     match power_w {
         Some(p) if dt > TimeDelta::zero() && dt <= MAX_GAP => p * dt.as_seconds_f64() / 3.6e6,
         _ => 0.0,
-    }
-}
-
-impl Bucket {
-    /// Adds energy in (positive) or out (negative).
-    pub fn add_energy(&mut self, kwh: f64) {
-        if kwh > 0.0 {
-            self.energy_in_kwh += kwh;
-        } else {
-            self.energy_out_kwh -= kwh;
-        }
     }
 }
 
