@@ -1,7 +1,7 @@
 //! The fold of partial roll-up buckets into `battery_rollups`.
 //!
 //! A sample write appends its hourly partial buckets as one row of
-//! [`BATCHES`] ([`rollup::encode`]), and a fold takes every pending row,
+//! [`BATCHES`] ([`rollup_batch::encode`]), and a fold takes every pending row,
 //! adds the partial buckets up in memory per hour and per day, and merges
 //! each bucket once into the stored ones, in one transaction that also
 //! empties [`BATCHES`]: each partial bucket is added exactly once, a crash
@@ -36,6 +36,7 @@ use sea_orm::{
 use tokio::sync::mpsc::WeakSender;
 
 use super::rollup::{self, BACKLOG, BATCHES, Bucket, DAY, HOUR, KEY_COLUMNS};
+use super::rollup_batch;
 use crate::error::ApiResult;
 
 /// SQLite has one write lock, and a connection waiting for it polls
@@ -193,7 +194,7 @@ fn add_up(batches: &[Vec<u8>]) -> ApiResult<AddedUp> {
     let mut hours: BTreeMap<(i64, DateTime<Utc>), Bucket> = BTreeMap::new();
     let mut openings = Vec::new();
     for batch in batches {
-        let batch = rollup::decode(batch)?;
+        let batch = rollup_batch::decode(batch)?;
         for p in batch.partials {
             hours
                 .entry((p.battery_id, p.hour))

@@ -3,8 +3,8 @@
 //! ingestion path ([`pipeline`]) and its single batching [`writer`], the
 //! sample store ([`store`]; on PostgreSQL through binary `COPY`, [`pg_write`]
 //! and [`pg_copy`])
-//! with its incremental hourly/daily roll-ups ([`rollup`], added up by
-//! [`fold`]; [`fold_legacy`] for an older version's backlog) and
+//! with its incremental hourly/daily roll-ups ([`rollup`], carried by one
+//! [`rollup_batch`] per write and added up by [`fold`]; [`fold_legacy`] for an older version's backlog) and
 //! [`retention`], and the GraphQL surface ([`graphql`]:
 //! `ingestSamples`, `batteryMetrics`, `Battery.latestSample`).
 
@@ -20,6 +20,7 @@ mod pg_write;
 pub mod pipeline;
 pub mod retention;
 pub mod rollup;
+mod rollup_batch;
 pub mod store;
 pub mod writer;
 

@@ -37,8 +37,8 @@ use sea_orm::{DbErr, RuntimeErr};
 
 use super::checks::Checked;
 use super::pg_copy::BinaryRows;
-use super::rollup;
 use super::store::{self, SampleKey};
+use super::{rollup, rollup_batch};
 use crate::db::sqlx_error as db_err;
 use crate::error::ApiResult;
 
@@ -294,7 +294,7 @@ async fn insert_checked(
     Ok(keys.into_iter().collect())
 }
 
-/// Appends the write's summary as one row (see [`rollup::encode`]).
+/// Appends the write's summary as one row (see [`rollup_batch::encode`]).
 async fn append_rollups(
     tx: &mut Transaction<'static, Postgres>,
     summary: &rollup::WriteSummary,
@@ -302,7 +302,7 @@ async fn append_rollups(
     if summary.buckets.is_empty() {
         return Ok(());
     }
-    let partials = rollup::encode(summary)?;
+    let partials = rollup_batch::encode(summary)?;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO {} (partials) VALUES ($1)",
         rollup::BATCHES

@@ -24,10 +24,11 @@ use std::collections::HashMap;
 use chrono::serde::{ts_microseconds, ts_microseconds_option};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use sea_orm::sea_query::SimpleExpr;
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use serde::{Deserialize, Serialize};
 
 use super::checks::Checked;
+use super::rollup_batch::{StatWire, encode};
 use crate::error::ApiResult;
 
 /// Longest gap between two samples over which power is integrated.
@@ -41,6 +42,7 @@ pub const DAY: &str = "DAY";
 const METRICS: [&str; 5] = ["voltage", "current", "soc", "soh", "temp"];
 
 #[derive(Clone, Copy, Default, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StatWire", into = "StatWire")]
 pub struct Stat {
     pub n: i64,
     pub sum: f64,
@@ -378,74 +380,6 @@ pub const BACKLOG: &str = "rollup_backlog";
 /// ([`encode`]), for [`super::fold`].
 pub const BATCHES: &str = "rollup_batches";
 
-/// The first byte of an encoded batch: its format. Format 1 (written
-/// before openings, by writes that integrated every sample) is still read.
-const FORMAT: u8 = 2;
-const FORMAT_WITHOUT_OPENINGS: u8 = 1;
-
-/// One hourly partial bucket of a batch.
-#[derive(Serialize)]
-struct PartialRef<'a> {
-    battery_id: i64,
-    #[serde(with = "ts_microseconds")]
-    hour: DateTime<Utc>,
-    bucket: &'a Bucket,
-}
-
-/// [`PartialRef`], decoded.
-#[derive(Deserialize)]
-pub struct Partial {
-    pub battery_id: i64,
-    #[serde(with = "ts_microseconds")]
-    pub hour: DateTime<Utc>,
-    pub bucket: Bucket,
-}
-
-/// A decoded batch: its partial buckets and its writes' openings.
-pub struct Batch {
-    pub partials: Vec<Partial>,
-    pub openings: Vec<(i64, Opening)>,
-}
-
-/// A write's summary as one `rollup_batches` value: a format byte, then
-/// postcard of its partial buckets and openings.
-pub fn encode(summary: &WriteSummary) -> Result<Vec<u8>, DbErr> {
-    let partials: Vec<PartialRef> = summary
-        .buckets
-        .iter()
-        .map(|((battery_id, _, hour), bucket)| PartialRef {
-            battery_id: *battery_id,
-            hour: *hour,
-            bucket,
-        })
-        .collect();
-    let openings: Vec<(i64, &Opening)> = summary.openings.iter().map(|(b, o)| (*b, o)).collect();
-    let mut out = vec![FORMAT];
-    postcard::to_io(&(partials, openings), &mut out)
-        .map_err(|e| DbErr::Custom(format!("encoding partial buckets: {e}")))?;
-    Ok(out)
-}
-
-/// One [`encode`]d batch. A batch of another format (a newer version's)
-/// is refused: the fold then stops, nothing is lost.
-pub fn decode(batch: &[u8]) -> ApiResult<Batch> {
-    let unreadable = |e: postcard::Error| DbErr::Custom(format!("decoding partial buckets: {e}"));
-    match batch.split_first() {
-        Some((&FORMAT, rest)) => {
-            let (partials, openings) = postcard::from_bytes(rest).map_err(unreadable)?;
-            Ok(Batch { partials, openings })
-        }
-        Some((&FORMAT_WITHOUT_OPENINGS, rest)) => Ok(Batch {
-            partials: postcard::from_bytes(rest).map_err(unreadable)?,
-            openings: Vec::new(),
-        }),
-        _ => Err(DbErr::Custom(
-            "a roll-up batch has an unknown format (written by a newer version?)".into(),
-        )
-        .into()),
-    }
-}
-
 /// Appends a write's summary to [`BATCHES`], as one row.
 pub async fn append(db: &impl ConnectionTrait, summary: &WriteSummary) -> ApiResult<()> {
     if summary.buckets.is_empty() {
@@ -469,6 +403,7 @@ pub async fn append(db: &impl ConnectionTrait, summary: &WriteSummary) -> ApiRes
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::rollup_batch::{Batch, decode};
     use entities::battery_sample;
 
     fn sample(minute: i64, v: f64, i: f64) -> Checked {
@@ -577,7 +512,6 @@ mod tests {
             Some((b.sample.ts, 96.0))
         );
         assert!(merged.energy_in_kwh > 0.0 && merged.energy_out_kwh > 0.0);
-        assert!(decode(&[3, 0]).is_err(), "another format is refused");
     }
 
     #[test]

@@ -32,8 +32,9 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer tasks, and the task folding the roll-up backlog
-    /// every `fold_interval`. They end when every handle is dropped, after
+    /// Starts the writer tasks, the task folding the roll-up backlog
+    /// every `fold_interval`, and on SQLite the log's checkpoints
+    /// ([`crate::db::wal`]). They end when every handle is dropped, after
     /// writing what is queued; a backlog left then is folded by the next
     /// fold (the next start's, or a read's).
     pub fn start(
@@ -52,6 +53,9 @@ impl Writer {
             1
         };
         super::fold::spawn(db.clone(), fold_interval, tx.downgrade());
+        if db.get_database_backend() == sea_orm::DbBackend::Sqlite {
+            crate::db::wal::spawn(db.clone(), tx.downgrade());
+        }
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..tasks {
             tokio::spawn(run(db.clone(), bus.clone(), rx.clone(), batch_rows.max(1)));
