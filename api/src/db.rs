@@ -14,7 +14,7 @@ pub mod wal;
 /// SQLite's page cache per connection, KiB (filled only as pages are
 /// read). The default, 2 MiB, held fewer index pages than a write of 1,000
 /// batteries' samples touches, so each write read most of them again.
-const SQLITE_CACHE_KIB: u32 = 16_384;
+const SQLITE_CACHE_KIB: u32 = 8_192;
 
 /// Opens a pool to `url`. For SQLite, creates the file's directory and turns
 /// on write-ahead logging so readers never block the writer, checkpointed
