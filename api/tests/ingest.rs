@@ -477,3 +477,53 @@ async fn concurrent_producers_on_the_same_batteries(t: TestApp) {
         );
     }
 }
+
+/// SQLite: committed samples reach the database file itself within about a
+/// second (the log's checkpoint task, `db::wal`), rather than only when the
+/// log passes its 64 MiB bound: a copy of the file alone, as a naive backup
+/// takes it, holds them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_samples_reach_the_database_file_without_a_full_log() {
+    use sea_orm::sqlx::{self, Connection, sqlite::SqliteConnectOptions};
+
+    let t = TestApp::new(common::Backend::Sqlite).await;
+    let ids = create_chain(&t, "W").await;
+    let samples: Vec<Value> = (0..3)
+        .map(|m| json!({ "battery": ids[4], "ts": format!("2026-03-01T10:0{m}:00Z"), "voltageV": 51.0 }))
+        .collect();
+    let d = t
+        .data(
+            "mutation($s: [SampleInput!]!) { ingestSamples(samples: $s) { stored } }",
+            json!({ "s": samples }),
+        )
+        .await;
+    assert_eq!(d["ingestSamples"]["stored"], 3);
+
+    let file = t.app.config.data_dir.join("trackingbms.db");
+    let copy = tempfile::tempdir().unwrap();
+    let copied = copy.path().join("copy.db");
+    let mut in_file = None;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        std::fs::copy(&file, &copied).unwrap();
+        let opts = SqliteConnectOptions::new()
+            .filename(&copied)
+            .immutable(true);
+        // A copy taken while a checkpoint writes may be torn: try again.
+        let Ok(mut conn) = sqlx::SqliteConnection::connect_with(&opts).await else {
+            continue;
+        };
+        let count: Result<i64, _> = sqlx::query_scalar("SELECT count(*) FROM battery_samples")
+            .fetch_one(&mut conn)
+            .await;
+        in_file = count.ok();
+        if in_file == Some(3) {
+            break;
+        }
+    }
+    assert_eq!(
+        in_file,
+        Some(3),
+        "the database file alone lacks the samples"
+    );
+}

@@ -4,8 +4,9 @@
 //! sample store ([`store`]; on PostgreSQL through binary `COPY`, [`pg_write`]
 //! and [`pg_copy`])
 //! with its incremental hourly/daily roll-ups ([`rollup`], carried by one
-//! [`rollup_batch`] per write and added up by [`fold`]; [`fold_legacy`] for an older version's backlog) and
-//! [`retention`], and the GraphQL surface ([`graphql`]:
+//! [`rollup_batch`] per write and added up by [`fold`]; [`fold_legacy`]
+//! for an older version's backlog) and [`retention`], and the GraphQL
+//! surface ([`graphql`]:
 //! `ingestSamples`, `batteryMetrics`, `Battery.latestSample`).
 
 pub mod checks;
