@@ -484,6 +484,8 @@ async fn concurrent_producers_on_the_same_batteries(t: TestApp) {
 /// takes it, holds them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_samples_reach_the_database_file_without_a_full_log() {
+    use std::str::FromStr;
+
     use sea_orm::sqlx::{self, Connection, sqlite::SqliteConnectOptions};
 
     let t = TestApp::new(common::Backend::Sqlite).await;
@@ -499,7 +501,11 @@ async fn sqlite_samples_reach_the_database_file_without_a_full_log() {
         .await;
     assert_eq!(d["ingestSamples"]["stored"], 3);
 
-    let file = t.app.config.data_dir.join("trackingbms.db");
+    let url = t.app.config.effective_database_url();
+    let file = SqliteConnectOptions::from_str(&url)
+        .unwrap()
+        .get_filename()
+        .to_owned();
     let copy = tempfile::tempdir().unwrap();
     let copied = copy.path().join("copy.db");
     let mut in_file = None;

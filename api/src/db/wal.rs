@@ -17,11 +17,11 @@ use sea_orm::{ConnectionTrait, DatabaseConnection};
 use tokio::sync::mpsc::WeakSender;
 
 /// How often the log is checkpointed.
-pub const INTERVAL: Duration = Duration::from_millis(500);
+const INTERVAL: Duration = Duration::from_millis(500);
 
 /// Log pages past which a committing connection checkpoints itself
 /// (64 MiB of 4 KiB pages).
-pub const AUTOCHECKPOINT_PAGES: u32 = 16_384;
+pub(super) const AUTOCHECKPOINT_PAGES: u32 = 16_384;
 
 /// Checkpoints every [`INTERVAL`] while `alive` (the writer's queue) has
 /// senders.

@@ -192,14 +192,19 @@ async fn fold_batches(txn: &DatabaseTransaction, pace: Pace) -> ApiResult<u64> {
     if buckets.is_empty() {
         return Ok(0);
     }
-    if backend == DbBackend::Postgres {
-        for chunk in buckets.chunks(PG_BUCKETS_PER_STATEMENT) {
-            step(txn, pace, pg_upsert(chunk)).await?;
-        }
+    let postgres = backend == DbBackend::Postgres;
+    let per_statement = if postgres {
+        PG_BUCKETS_PER_STATEMENT
     } else {
-        for chunk in buckets.chunks(BUCKETS_PER_STATEMENT) {
-            txn.execute_raw(upsert(backend, chunk)).await?;
-        }
+        BUCKETS_PER_STATEMENT
+    };
+    for chunk in buckets.chunks(per_statement) {
+        let statement = if postgres {
+            pg_upsert(chunk)
+        } else {
+            upsert(backend, chunk)
+        };
+        step(txn, pace, statement).await?;
     }
     let pointers: Vec<(i64, &Bucket)> = newest.iter().map(|(b, v)| (*b, v)).collect();
     for chunk in pointers.chunks(POINTERS_PER_STATEMENT) {
