@@ -127,7 +127,8 @@ impl App {
             Some(url) => Bus::redis(url, &config.live.redis_channel).await?,
             None => Bus::local(),
         };
-        let ingestor = Ingestor::new(db.clone(), config.ingest.clone(), bus.clone());
+        let writes = db::writer_connection(&url, &db, &metrics).await?;
+        let ingestor = Ingestor::new(db.clone(), writes, config.ingest.clone(), bus.clone());
         let predictor = predict::Predictor::new(
             db.clone(),
             config.predictions.clone(),

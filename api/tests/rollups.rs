@@ -40,6 +40,7 @@ macro_rules! with_periodic_fold_off {
 
 with_periodic_fold_off!(
     energy_is_integrated_across_writes_and_folds,
+    a_fold_in_slices_adds_up_as_one_fold,
     folds_count_each_sample_once,
     backlog_of_an_older_version_is_folded_once,
     unreadable_batches_stop_the_fold_and_stay
@@ -411,6 +412,51 @@ async fn energy_is_integrated_across_writes_and_folds(t: TestApp) {
         "{hours:?}"
     );
     assert!(close(&hours[0]["energyOutKwh"], 0.0), "{hours:?}");
+}
+
+/// A fold one battery per transaction (as SQLite's periodic fold goes,
+/// a slice at a time) puts the partial buckets of the batteries it has not
+/// reached back and folds them later: every battery's buckets and the
+/// energy between its writes come out as one fold makes them, and nothing
+/// stays pending.
+async fn a_fold_in_slices_adds_up_as_one_fold(t: TestApp) {
+    let mut batteries = Vec::new();
+    for suffix in ["A", "B", "C"] {
+        batteries.push(create_chain(&t, suffix).await[4].clone());
+    }
+    // Three writes ten minutes apart, each with a sample of every battery
+    // at 50, 51 and 52 V and 10 A, pending together: each sample after the
+    // first integrates its power over the 10 minutes before it.
+    for minute in [0, 10, 20] {
+        let samples: Vec<Value> = batteries
+            .iter()
+            .map(|b| {
+                json!({ "battery": b, "ts": format!("2026-03-01T10:{minute:02}:00Z"),
+                        "voltageV": 50.0 + minute as f64 / 10.0, "currentA": 10.0 })
+            })
+            .collect();
+        t.data(INGEST, json!({ "s": samples })).await;
+    }
+    let written = trackingbms_api::telemetry::fold::fold_in_slices(&t.app.db, 1)
+        .await
+        .unwrap();
+    assert_eq!(written, 6, "an hour and a day per battery");
+    assert_eq!(t.fold().await, 0, "nothing was left pending");
+    let day = "2026-03-02T00:00:00Z";
+    for b in &batteries {
+        let hours = points(&t, b, "2026-03-01T00:00:00Z", day, "HOUR").await;
+        let days = points(&t, b, "2026-03-01T00:00:00Z", day, "DAY").await;
+        assert_eq!((hours.len(), days.len()), (1, 1), "{hours:?} {days:?}");
+        for bucket in [&hours[0], &days[0]] {
+            assert_eq!(bucket["sampleCount"], 3, "{bucket}");
+            assert!(close(&bucket["voltageV"], 51.0), "{bucket}");
+            assert_eq!(bucket["voltageMaxV"], 52.0, "{bucket}");
+            assert!(
+                close(&bucket["energyInKwh"], (510.0 + 520.0) * 600.0 / 3.6e6),
+                "{bucket}"
+            );
+        }
+    }
 }
 
 /// A roll-up batch the fold cannot read (a newer version's format) stops

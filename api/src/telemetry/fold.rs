@@ -6,7 +6,10 @@
 //! each bucket once into the stored ones, in one transaction that also
 //! empties [`BATCHES`]: each partial bucket is added exactly once, a crash
 //! leaves it pending for the next fold, and replicas folding at once take
-//! turns (an advisory lock on PostgreSQL; SQLite has one writer). Writers
+//! turns (an advisory lock on PostgreSQL; SQLite has one writer). On
+//! SQLite the periodic fold goes a slice of batteries per transaction
+//! ([`fold_in_slices`]), putting the other batteries' partial buckets
+//! back, so that sample writes are not held up behind it. Writers
 //! never queue on the same roll-up rows, and a bucket is rewritten once
 //! per fold rather than once per write. Adding up in memory, rather than
 //! in SQL over one row per partial bucket, made the fold several times
@@ -61,6 +64,14 @@ const BUCKETS_PER_STATEMENT: usize = 100;
 /// PostgreSQL: buckets per upsert, the steps of a [`Pace::Shared`] fold.
 const PG_BUCKETS_PER_STATEMENT: usize = 125;
 
+/// SQLite: batteries a periodic fold merges per transaction. In one
+/// transaction, a fold of 1,000 batteries' hour (2,000 buckets) held the
+/// one write lock for 50–110 ms a second at 25k samples/s, and the sample
+/// writes behind it waited as long (a live subscriber too). In slices,
+/// the live bench's p99 at 20k samples/s went from 49–58 ms to 34–67
+/// (median 54 to 45, four runs each, alternated).
+const SQLITE_BATTERIES_PER_TRANSACTION: usize = 100;
+
 /// Encoded partial buckets above which a fold adds them up on a blocking
 /// thread (about 4,000 partial buckets).
 const OFFLOAD_BYTES: usize = 1 << 20;
@@ -73,7 +84,17 @@ const POINTERS_PER_STATEMENT: usize = 250;
 /// pointers; returns how many buckets were written (0 when nothing was
 /// pending).
 pub async fn fold(db: &DatabaseConnection) -> ApiResult<u64> {
-    fold_at(db, Pace::Full).await
+    fold_at(db, Pace::Full, usize::MAX).await
+}
+
+/// [`fold`] in transactions of at most `batteries` batteries each, in
+/// battery order; between two, sample writes take their turn. Each
+/// transaction takes every pending batch, merges the partial buckets of
+/// its batteries, and puts the others' back as one batch, so each partial
+/// bucket is still added exactly once. Everything pending when it starts
+/// is folded when it returns. The periodic fold on SQLite goes this way.
+pub async fn fold_in_slices(db: &DatabaseConnection, batteries: usize) -> ApiResult<u64> {
+    fold_at(db, Pace::Full, batteries.max(1)).await
 }
 
 /// How a fold shares the machine with the sample writers beside it.
@@ -87,58 +108,91 @@ enum Pace {
     /// merge of 2,000 buckets held a core for 50 ms, and the writes
     /// committing meanwhile took up to 25 ms rather than 4: the live
     /// bench's p99 at 50k samples/s went from 21–68 ms to 10–20 ms in
-    /// most runs. SQLite does not rest: its fold holds the write lock.
+    /// most runs. SQLite does not rest (its fold holds the write lock):
+    /// it folds [`SQLITE_BATTERIES_PER_TRANSACTION`] batteries at a time
+    /// ([`fold_in_slices`]).
     Shared,
 }
 
-async fn fold_at(db: &DatabaseConnection, pace: Pace) -> ApiResult<u64> {
+/// Folds in transactions of at most `batteries` batteries each.
+async fn fold_at(db: &DatabaseConnection, pace: Pace, batteries: usize) -> ApiResult<u64> {
     let backend = db.get_database_backend();
+    let mut written = 0;
+    // The last battery of the previous transaction.
+    let mut after = None;
+    loop {
+        let (batches, legacy) = pending(db).await?;
+        if !batches && !legacy {
+            return Ok(written);
+        }
+        let _turn = match backend {
+            DbBackend::Postgres => None,
+            _ => Some(SQLITE_WRITE_TURN.lock().await),
+        };
+        let txn = crate::db::begin_write(db).await?;
+        if backend == DbBackend::Postgres {
+            txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({FOLD_LOCK})"))
+                .await?;
+        }
+        if legacy {
+            for statement in super::fold_legacy::statements(backend) {
+                written += txn.execute_unprepared(&statement).await?.rows_affected();
+            }
+            if backend != DbBackend::Postgres {
+                txn.execute_unprepared(&format!("DELETE FROM {BACKLOG}"))
+                    .await?;
+            }
+        }
+        let mut next = None;
+        if batches {
+            let slice = Slice { after, batteries };
+            let (buckets, last) = fold_batches(&txn, pace, slice).await?;
+            written += buckets;
+            next = last;
+        }
+        txn.commit().await?;
+        match next {
+            Some(last) => after = Some(last),
+            None => return Ok(written),
+        }
+    }
+}
+
+/// Whether roll-up batches, and rows of the older backlog, are pending.
+async fn pending(db: &DatabaseConnection) -> ApiResult<(bool, bool)> {
     let pending = db
         .query_one_raw(Statement::from_string(
-            backend,
+            db.get_database_backend(),
             format!("SELECT (SELECT 1 FROM {BATCHES} LIMIT 1), (SELECT 1 FROM {BACKLOG} LIMIT 1)"),
         ))
         .await?;
-    let (batches, legacy) = match pending {
+    Ok(match pending {
         Some(row) => (
             row.try_get_by_index::<Option<i32>>(0)?.is_some(),
             row.try_get_by_index::<Option<i32>>(1)?.is_some(),
         ),
         None => (false, false),
-    };
-    if !batches && !legacy {
-        return Ok(0);
-    }
-    let _turn = match backend {
-        DbBackend::Postgres => None,
-        _ => Some(SQLITE_WRITE_TURN.lock().await),
-    };
-    let txn = crate::db::begin_write(db).await?;
-    if backend == DbBackend::Postgres {
-        txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({FOLD_LOCK})"))
-            .await?;
-    }
-    let mut written = 0;
-    if legacy {
-        for statement in super::fold_legacy::statements(backend) {
-            written += txn.execute_unprepared(&statement).await?.rows_affected();
-        }
-        if backend != DbBackend::Postgres {
-            txn.execute_unprepared(&format!("DELETE FROM {BACKLOG}"))
-                .await?;
-        }
-    }
-    if batches {
-        written += fold_batches(&txn, pace).await?;
-    }
-    txn.commit().await?;
-    Ok(written)
+    })
+}
+
+/// The batteries one fold transaction merges: the first `batteries` of
+/// those pending after `after`.
+#[derive(Clone, Copy)]
+struct Slice {
+    after: Option<i64>,
+    batteries: usize,
 }
 
 /// Takes every pending batch, adds its partial buckets up per hour and
-/// per day, merges them into the stored buckets and moves the batteries'
-/// pointers; returns how many buckets were written.
-async fn fold_batches(txn: &DatabaseTransaction, pace: Pace) -> ApiResult<u64> {
+/// per day, merges those of `slice`'s batteries into the stored buckets
+/// and moves their pointers, and puts the other batteries' back as one
+/// batch; returns how many buckets were written, and the slice's last
+/// battery when batteries after it are pending.
+async fn fold_batches(
+    txn: &DatabaseTransaction,
+    pace: Pace,
+    slice: Slice,
+) -> ApiResult<(u64, Option<i64>)> {
     let backend = txn.get_database_backend();
     let rows = txn
         .query_all_raw(Statement::from_string(
@@ -155,13 +209,14 @@ async fn fold_batches(txn: &DatabaseTransaction, pace: Pace) -> ApiResult<u64> {
     // A small fold stays on its worker (a blocking thread costs a
     // hand-off, and its own allocator arena: 4 MB of an idle server).
     let bytes: usize = batches.iter().map(Vec::len).sum();
-    let (mut hours, openings) = if bytes > OFFLOAD_BYTES {
+    let (hours, openings) = if bytes > OFFLOAD_BYTES {
         tokio::task::spawn_blocking(move || add_up(&batches))
             .await
             .map_err(|e| DbErr::Custom(format!("adding up partial buckets: {e}")))??
     } else {
         add_up(&batches)?
     };
+    let (mut hours, openings, next) = take_slice(txn, hours, openings, slice).await?;
     let folded = existing_batteries(txn, hours.keys().map(|(b, _)| *b)).await?;
     hours.retain(|(battery, _), _| folded.contains_key(battery));
     let newest_folded: HashMap<i64, DateTime<Utc>> = folded
@@ -190,7 +245,7 @@ async fn fold_batches(txn: &DatabaseTransaction, pace: Pace) -> ApiResult<u64> {
         .collect();
     buckets.sort_unstable_by_key(|(key, _)| *key);
     if buckets.is_empty() {
-        return Ok(0);
+        return Ok((0, next));
     }
     let postgres = backend == DbBackend::Postgres;
     let per_statement = if postgres {
@@ -210,7 +265,48 @@ async fn fold_batches(txn: &DatabaseTransaction, pace: Pace) -> ApiResult<u64> {
     for chunk in pointers.chunks(POINTERS_PER_STATEMENT) {
         step(txn, pace, move_pointers(backend, chunk)).await?;
     }
-    Ok(buckets.len() as u64)
+    Ok((buckets.len() as u64, next))
+}
+
+/// Of the added-up partial buckets and openings, those of `slice`'s
+/// batteries; the others go back to [`BATCHES`] as one batch. Also the
+/// slice's last battery when batteries after it are pending.
+async fn take_slice(
+    txn: &DatabaseTransaction,
+    hours: BTreeMap<(i64, DateTime<Utc>), Bucket>,
+    openings: Vec<(i64, rollup::Opening)>,
+    slice: Slice,
+) -> ApiResult<SliceOf> {
+    let mut pending: Vec<i64> = hours.keys().map(|(b, _)| *b).collect();
+    pending.dedup();
+    let chosen: Vec<i64> = pending
+        .iter()
+        .copied()
+        .filter(|b| slice.after.is_none_or(|after| *b > after))
+        .take(slice.batteries)
+        .collect();
+    if chosen.len() == pending.len() {
+        return Ok((hours, openings, None));
+    }
+    let last = chosen.last().copied();
+    let next = last.filter(|last| pending.last().is_some_and(|b| b > last));
+    let mine = |b: &i64| chosen.binary_search(b).is_ok();
+    let (hours, others): (BTreeMap<_, _>, BTreeMap<_, _>) =
+        hours.into_iter().partition(|((b, _), _)| mine(b));
+    let (openings, other_openings): (Vec<_>, Vec<_>) =
+        openings.into_iter().partition(|(b, _)| mine(b));
+    let partials: Vec<rollup_batch::Partial<&Bucket>> = others
+        .iter()
+        .map(|((battery_id, hour), bucket)| rollup_batch::Partial {
+            battery_id: *battery_id,
+            hour: *hour,
+            bucket,
+        })
+        .collect();
+    let other_openings: Vec<(i64, &rollup::Opening)> =
+        other_openings.iter().map(|(b, o)| (*b, o)).collect();
+    rollup::append_encoded(txn, rollup_batch::encode_parts(&partials, &other_openings)?).await?;
+    Ok((hours, openings, next))
 }
 
 /// Runs one statement of a fold, then, at [`Pace::Shared`] on
@@ -228,6 +324,13 @@ async fn step(txn: &DatabaseTransaction, pace: Pace, statement: Statement) -> Re
 type AddedUp = (
     BTreeMap<(i64, DateTime<Utc>), Bucket>,
     Vec<(i64, rollup::Opening)>,
+);
+
+/// [`AddedUp`] of one slice, and the battery the next slice starts after.
+type SliceOf = (
+    BTreeMap<(i64, DateTime<Utc>), Bucket>,
+    Vec<(i64, rollup::Opening)>,
+    Option<i64>,
 );
 
 /// The partial buckets of `batches`, added up per battery and hour, and
@@ -418,7 +521,11 @@ pub fn spawn<T: Send + 'static>(
         loop {
             ticker.tick().await;
             let started = std::time::Instant::now();
-            match fold_at(&db, Pace::Shared).await {
+            let batteries = match db.get_database_backend() {
+                DbBackend::Postgres => usize::MAX,
+                _ => SQLITE_BATTERIES_PER_TRANSACTION,
+            };
+            match fold_at(&db, Pace::Shared, batteries).await {
                 Ok(0) => {}
                 Ok(buckets) => tracing::debug!(
                     buckets,

@@ -29,16 +29,15 @@ pub struct Ingestor {
 }
 
 impl Ingestor {
-    pub fn new(db: DatabaseConnection, config: IngestConfig, bus: crate::bus::Bus) -> Self {
-        let writer = Writer::start(
-            db.clone(),
-            bus,
-            config.batch_rows,
-            config.queue_depth,
-            std::time::Duration::from_millis(config.enqueue_timeout_ms),
-            config.writers,
-            std::time::Duration::from_millis(config.rollup_fold_ms),
-        );
+    /// `db` resolves batteries; `writes` ([`crate::db::writer_connection`])
+    /// stores samples.
+    pub fn new(
+        db: DatabaseConnection,
+        writes: DatabaseConnection,
+        config: IngestConfig,
+        bus: crate::bus::Bus,
+    ) -> Self {
+        let writer = Writer::start(writes, &db, bus, &config);
         Self {
             directory: Arc::new(Directory::new(db)),
             writer,

@@ -385,6 +385,11 @@ pub async fn append(db: &impl ConnectionTrait, summary: &WriteSummary) -> ApiRes
     if summary.buckets.is_empty() {
         return Ok(());
     }
+    append_encoded(db, encode(summary)?).await
+}
+
+/// Appends one encoded batch ([`super::rollup_batch`]) to [`BATCHES`].
+pub(super) async fn append_encoded(db: &impl ConnectionTrait, batch: Vec<u8>) -> ApiResult<()> {
     let backend = db.get_database_backend();
     let placeholder = if backend == DbBackend::Postgres {
         "$1"
@@ -394,7 +399,7 @@ pub async fn append(db: &impl ConnectionTrait, summary: &WriteSummary) -> ApiRes
     db.execute_raw(Statement::from_sql_and_values(
         backend,
         format!("INSERT INTO {BATCHES} (partials) VALUES ({placeholder})"),
-        [encode(summary)?.into()],
+        [batch.into()],
     ))
     .await?;
     Ok(())

@@ -52,6 +52,16 @@ pub fn encode(summary: &WriteSummary) -> Result<Vec<u8>, DbErr> {
         })
         .collect();
     let openings: Vec<(i64, &Opening)> = summary.openings.iter().map(|(b, o)| (*b, o)).collect();
+    encode_parts(&partials, &openings)
+}
+
+/// Partial buckets and openings (several per battery, as pending writes
+/// leave them) as one `rollup_batches` value: what a fold in slices puts
+/// back for the batteries it has not reached yet.
+pub fn encode_parts(
+    partials: &[Partial<&Bucket>],
+    openings: &[(i64, &Opening)],
+) -> Result<Vec<u8>, DbErr> {
     let mut out = vec![FORMAT];
     postcard::to_io(&(partials, openings), &mut out)
         .map_err(|e| DbErr::Custom(format!("encoding partial buckets: {e}")))?;

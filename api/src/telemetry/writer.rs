@@ -17,6 +17,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use super::checks::Checked;
 use super::store;
 use crate::bus::{Bus, SampleEvent};
+use crate::config::IngestConfig;
 use crate::error::{ApiError, ApiResult};
 
 struct Job {
@@ -32,37 +33,44 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer tasks, the task folding the roll-up backlog
-    /// every `fold_interval`, and on SQLite the log's checkpoints
-    /// ([`crate::db::wal`]). They end when every handle is dropped, after
-    /// writing what is queued; a backlog left then is folded by the next
-    /// fold (the next start's, or a read's).
+    /// Starts the writer tasks on `writes` ([`crate::db::writer_connection`]),
+    /// the task folding the roll-up backlog every `ingest.rollup_fold_ms`
+    /// on the same connection, and on SQLite the log's checkpoints
+    /// ([`crate::db::wal`]) on `pool`. They end when every handle is
+    /// dropped, after writing what is queued; a backlog left then is folded
+    /// by the next fold (the next start's, or a read's).
     pub fn start(
-        db: DatabaseConnection,
+        writes: DatabaseConnection,
+        pool: &DatabaseConnection,
         bus: Bus,
-        batch_rows: usize,
-        queue_depth: usize,
-        enqueue_timeout: Duration,
-        writers: usize,
-        fold_interval: Duration,
+        config: &IngestConfig,
     ) -> Self {
-        let (tx, rx) = mpsc::channel(queue_depth.max(1));
-        let tasks = if db.get_database_backend() == sea_orm::DbBackend::Postgres {
-            writers.max(1)
+        let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
+        let tasks = if writes.get_database_backend() == sea_orm::DbBackend::Postgres {
+            config.writers.max(1)
         } else {
             1
         };
-        super::fold::spawn(db.clone(), fold_interval, tx.downgrade());
-        if db.get_database_backend() == sea_orm::DbBackend::Sqlite {
-            crate::db::wal::spawn(db.clone(), tx.downgrade());
+        super::fold::spawn(
+            writes.clone(),
+            Duration::from_millis(config.rollup_fold_ms),
+            tx.downgrade(),
+        );
+        if pool.get_database_backend() == sea_orm::DbBackend::Sqlite {
+            crate::db::wal::spawn(pool.clone(), tx.downgrade());
         }
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..tasks {
-            tokio::spawn(run(db.clone(), bus.clone(), rx.clone(), batch_rows.max(1)));
+            tokio::spawn(run(
+                writes.clone(),
+                bus.clone(),
+                rx.clone(),
+                config.batch_rows.max(1),
+            ));
         }
         Self {
             tx,
-            enqueue_timeout,
+            enqueue_timeout: Duration::from_millis(config.enqueue_timeout_ms),
         }
     }
 
