@@ -216,7 +216,7 @@ async fn fold_batches(
     } else {
         add_up(&batches)?
     };
-    let (mut hours, openings, next) = take_slice(txn, hours, openings, slice).await?;
+    let ((mut hours, openings), next) = take_slice(txn, hours, openings, slice).await?;
     let folded = existing_batteries(txn, hours.keys().map(|(b, _)| *b)).await?;
     hours.retain(|(battery, _), _| folded.contains_key(battery));
     let newest_folded: HashMap<i64, DateTime<Utc>> = folded
@@ -270,13 +270,14 @@ async fn fold_batches(
 
 /// Of the added-up partial buckets and openings, those of `slice`'s
 /// batteries; the others go back to [`BATCHES`] as one batch. Also the
-/// slice's last battery when batteries after it are pending.
+/// slice's last battery when batteries after it are pending (the battery
+/// the next slice starts after).
 async fn take_slice(
     txn: &DatabaseTransaction,
     hours: BTreeMap<(i64, DateTime<Utc>), Bucket>,
     openings: Vec<(i64, rollup::Opening)>,
     slice: Slice,
-) -> ApiResult<SliceOf> {
+) -> ApiResult<(AddedUp, Option<i64>)> {
     let mut pending: Vec<i64> = hours.keys().map(|(b, _)| *b).collect();
     pending.dedup();
     let chosen: Vec<i64> = pending
@@ -286,7 +287,7 @@ async fn take_slice(
         .take(slice.batteries)
         .collect();
     if chosen.len() == pending.len() {
-        return Ok((hours, openings, None));
+        return Ok(((hours, openings), None));
     }
     let last = chosen.last().copied();
     let next = last.filter(|last| pending.last().is_some_and(|b| b > last));
@@ -295,18 +296,12 @@ async fn take_slice(
         hours.into_iter().partition(|((b, _), _)| mine(b));
     let (openings, other_openings): (Vec<_>, Vec<_>) =
         openings.into_iter().partition(|(b, _)| mine(b));
-    let partials: Vec<rollup_batch::Partial<&Bucket>> = others
-        .iter()
-        .map(|((battery_id, hour), bucket)| rollup_batch::Partial {
-            battery_id: *battery_id,
-            hour: *hour,
-            bucket,
-        })
-        .collect();
-    let other_openings: Vec<(i64, &rollup::Opening)> =
-        other_openings.iter().map(|(b, o)| (*b, o)).collect();
-    rollup::append_encoded(txn, rollup_batch::encode_parts(&partials, &other_openings)?).await?;
-    Ok((hours, openings, next))
+    let batch = rollup_batch::encode_parts(
+        others.iter().map(|((b, hour), bucket)| (*b, *hour, bucket)),
+        other_openings.iter().map(|(b, o)| (*b, o)),
+    )?;
+    rollup::append_encoded(txn, batch).await?;
+    Ok(((hours, openings), next))
 }
 
 /// Runs one statement of a fold, then, at [`Pace::Shared`] on
@@ -324,13 +319,6 @@ async fn step(txn: &DatabaseTransaction, pace: Pace, statement: Statement) -> Re
 type AddedUp = (
     BTreeMap<(i64, DateTime<Utc>), Bucket>,
     Vec<(i64, rollup::Opening)>,
-);
-
-/// [`AddedUp`] of one slice, and the battery the next slice starts after.
-type SliceOf = (
-    BTreeMap<(i64, DateTime<Utc>), Bucket>,
-    Vec<(i64, rollup::Opening)>,
-    Option<i64>,
 );
 
 /// The partial buckets of `batches`, added up per battery and hour, and
@@ -518,13 +506,13 @@ pub fn spawn<T: Send + 'static>(
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(10)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let batteries = match db.get_database_backend() {
+            DbBackend::Postgres => usize::MAX,
+            _ => SQLITE_BATTERIES_PER_TRANSACTION,
+        };
         loop {
             ticker.tick().await;
             let started = std::time::Instant::now();
-            let batteries = match db.get_database_backend() {
-                DbBackend::Postgres => usize::MAX,
-                _ => SQLITE_BATTERIES_PER_TRANSACTION,
-            };
             match fold_at(&db, Pace::Shared, batteries).await {
                 Ok(0) => {}
                 Ok(buckets) => tracing::debug!(

@@ -42,26 +42,32 @@ pub struct Batch {
 
 /// A write's summary as one `rollup_batches` value.
 pub fn encode(summary: &WriteSummary) -> Result<Vec<u8>, DbErr> {
-    let partials: Vec<Partial<&Bucket>> = summary
-        .buckets
-        .iter()
-        .map(|((battery_id, _, hour), bucket)| Partial {
-            battery_id: *battery_id,
-            hour: *hour,
+    encode_parts(
+        summary
+            .buckets
+            .iter()
+            .map(|((battery_id, _, hour), bucket)| (*battery_id, *hour, bucket)),
+        summary.openings.iter().map(|(b, o)| (*b, o)),
+    )
+}
+
+/// Hourly partial buckets (battery, hour, bucket) and openings (several
+/// per battery, as pending writes leave them) as one `rollup_batches`
+/// value: a write's, or what a fold in slices puts back for the batteries
+/// it has not reached yet.
+pub fn encode_parts<'a>(
+    partials: impl IntoIterator<Item = (i64, DateTime<Utc>, &'a Bucket)>,
+    openings: impl IntoIterator<Item = (i64, &'a Opening)>,
+) -> Result<Vec<u8>, DbErr> {
+    let partials: Vec<Partial<&Bucket>> = partials
+        .into_iter()
+        .map(|(battery_id, hour, bucket)| Partial {
+            battery_id,
+            hour,
             bucket,
         })
         .collect();
-    let openings: Vec<(i64, &Opening)> = summary.openings.iter().map(|(b, o)| (*b, o)).collect();
-    encode_parts(&partials, &openings)
-}
-
-/// Partial buckets and openings (several per battery, as pending writes
-/// leave them) as one `rollup_batches` value: what a fold in slices puts
-/// back for the batteries it has not reached yet.
-pub fn encode_parts(
-    partials: &[Partial<&Bucket>],
-    openings: &[(i64, &Opening)],
-) -> Result<Vec<u8>, DbErr> {
+    let openings: Vec<(i64, &Opening)> = openings.into_iter().collect();
     let mut out = vec![FORMAT];
     postcard::to_io(&(partials, openings), &mut out)
         .map_err(|e| DbErr::Custom(format!("encoding partial buckets: {e}")))?;
