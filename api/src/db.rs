@@ -133,6 +133,12 @@ pub fn sqlx_error(e: sea_orm::sqlx::Error) -> sea_orm::DbErr {
     sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(std::sync::Arc::new(e)))
 }
 
+/// Whether `err` is a unique-key violation (a sample stored already).
+pub fn is_unique_violation(err: &sea_orm::DbErr) -> bool {
+    matches!(err, sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
+        if e.as_database_error().is_some_and(|d| d.is_unique_violation()))
+}
+
 /// The TCP port of a PostgreSQL URL; `None` for other databases and for
 /// Unix-socket connections.
 fn postgres_tcp_port(url: &str) -> Option<u16> {

@@ -15,6 +15,7 @@ on_both_backends!(
     ndjson_and_csv_bodies,
     large_gzip_body_streams,
     sample_stored_by_hand_is_a_duplicate,
+    a_resent_long_batch_stores_only_its_new_samples,
     replicas_see_each_other_s_battery_changes,
     concurrent_producers_on_the_same_batteries
 );
@@ -262,9 +263,10 @@ async fn large_gzip_body_streams(t: TestApp) {
 
 /// A sample put in the table by hand (a bulk load that does not move the
 /// battery's latest-sample pointer) is still recognised as stored: resending
-/// it is a duplicate and the rest of the batch is kept. (On PostgreSQL new
-/// samples go in with COPY, which refuses the repeated key; the batch is then
-/// written again with per-row conflict checks.)
+/// it is a duplicate and the rest of the batch is kept. (New samples go in
+/// without per-row conflict checks, by COPY on PostgreSQL and by plain
+/// inserts on SQLite; the key refuses the repeated one, and the batch is
+/// then written again with per-row conflict checks.)
 async fn sample_stored_by_hand_is_a_duplicate(t: TestApp) {
     use sea_orm::ConnectionTrait;
     let ids = create_chain(&t, "H").await;
@@ -300,6 +302,70 @@ async fn sample_stored_by_hand_is_a_duplicate(t: TestApp) {
         )
         .await;
     assert_eq!(latest["node"]["latestSample"]["voltageV"], 51.5, "{latest}");
+}
+
+/// A batch longer than one insert statement (64 rows on SQLite), resent
+/// longer and with other values: only the samples not stored yet are
+/// stored, the stored ones keep their first values, and the roll-ups count
+/// every sample once.
+async fn a_resent_long_batch_stores_only_its_new_samples(t: TestApp) {
+    let ids = create_chain(&t, "L").await;
+    let start = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap();
+    let batch = |minutes: std::ops::Range<i64>, voltage: f64| -> Value {
+        minutes
+            .map(|m| {
+                let ts = (start + chrono::Duration::minutes(m)).to_rfc3339();
+                json!({ "battery": "SN-L", "ts": ts, "voltageV": voltage })
+            })
+            .collect()
+    };
+    let counts = |r: &Value| {
+        let r = &r["ingestSamples"];
+        (r["stored"].as_u64(), r["duplicates"].as_u64())
+    };
+    let first = t.data(INGEST, json!({ "s": batch(0..150, 50.0) })).await;
+    assert_eq!(counts(&first), (Some(150), Some(0)), "{first}");
+    let again = t.data(INGEST, json!({ "s": batch(0..201, 51.0) })).await;
+    assert_eq!(counts(&again), (Some(51), Some(150)), "{again}");
+    assert_eq!(t.raw_sample_count(&ids[4]).await, 201);
+
+    let points = |resolution: &'static str| {
+        let t = &t;
+        let id = ids[4].clone();
+        async move {
+            t.data(
+                "query($id: ID!, $r: MetricResolution!) { batteryMetrics(batteryId: $id, \
+                 from: \"2026-01-01T00:00:00Z\", to: \"2026-01-02T00:00:00Z\", resolution: $r, \
+                 first: 500) { edges { node { sampleCount voltageV } } } }",
+                json!({ "id": id, "r": resolution }),
+            )
+            .await["batteryMetrics"]["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    (
+                        e["node"]["sampleCount"].as_i64().unwrap(),
+                        e["node"]["voltageV"].as_f64(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let raw = points("RAW").await;
+    assert_eq!(raw.len(), 201);
+    assert!(
+        raw[..150].iter().all(|(_, v)| *v == Some(50.0)),
+        "stored values kept"
+    );
+    assert!(
+        raw[150..].iter().all(|(_, v)| *v == Some(51.0)),
+        "new values stored"
+    );
+    t.fold().await;
+    let hours = points("HOUR").await;
+    let counted: i64 = hours.iter().map(|(n, _)| n).sum();
+    assert_eq!((hours.len(), counted), (4, 201), "{hours:?}");
 }
 
 /// Another replica's ingest pipeline holds the batteries it resolved; a

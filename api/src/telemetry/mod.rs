@@ -1,8 +1,9 @@
 //! Battery telemetry: what producers send ([`input`]), how a sample is
 //! checked ([`checks`]) against its battery ([`directory`]), the shared
 //! ingestion path ([`pipeline`]) and its single batching [`writer`], the
-//! sample store ([`store`]; on PostgreSQL through binary `COPY`, [`pg_write`]
-//! and [`pg_copy`])
+//! sample store ([`store`]; on SQLite through prepared inserts,
+//! [`sqlite_write`]; on PostgreSQL through binary `COPY`, [`pg_write`] and
+//! [`pg_copy`])
 //! with its incremental hourly/daily roll-ups ([`rollup`], carried by one
 //! [`rollup_batch`] per write and added up by [`fold`]; [`fold_legacy`]
 //! for an older version's backlog) and [`retention`], and the GraphQL
@@ -22,6 +23,7 @@ pub mod pipeline;
 pub mod retention;
 pub mod rollup;
 mod rollup_batch;
+mod sqlite_write;
 pub mod store;
 pub mod writer;
 

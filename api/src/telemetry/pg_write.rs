@@ -32,14 +32,14 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use entities::battery_sample;
+use sea_orm::DbErr;
 use sea_orm::sqlx::{self, PgPool, Postgres, Transaction};
-use sea_orm::{DbErr, RuntimeErr};
 
 use super::checks::Checked;
 use super::pg_copy::BinaryRows;
 use super::store::{self, SampleKey};
 use super::{rollup, rollup_batch};
-use crate::db::sqlx_error as db_err;
+use crate::db::{is_unique_violation, sqlx_error as db_err};
 use crate::error::ApiResult;
 
 const COLUMNS: &str = "battery_id, ts, voltage_v, current_a, power_w, soc_pct, soh_pct, \
@@ -83,11 +83,6 @@ pub async fn write(pool: &PgPool, rows: &[Checked]) -> ApiResult<Vec<bool>> {
             other => return Ok(other?),
         }
     }
-}
-
-fn is_unique_violation(err: &DbErr) -> bool {
-    matches!(err, DbErr::Exec(RuntimeErr::SqlxError(e))
-        if e.as_database_error().is_some_and(|d| d.is_unique_violation()))
 }
 
 async fn write_once(pool: &PgPool, rows: &[Checked], mode: Mode) -> Result<Vec<bool>, DbErr> {

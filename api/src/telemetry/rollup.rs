@@ -1,8 +1,9 @@
 //! Hourly and daily roll-ups, maintained incrementally: each write folds
 //! its new samples into hourly partial buckets and appends them, in its
-//! own transaction, as one row of `rollup_batches` ([`encode`]), which
-//! [`super::fold`] adds to the stored hours and days (a late sample lands
-//! in, and corrects, its own buckets). Each partial bucket also carries its
+//! own transaction, as one row of `rollup_batches`
+//! ([`super::rollup_batch::encode`]), which [`super::fold`] adds to the
+//! stored hours and days (a late sample lands in, and corrects, its own
+//! buckets). Each partial bucket also carries its
 //! newest sample's time and SOH, which the fold moves its battery's
 //! pointers to.
 //! Buckets keep counts, sums, sums of squares, minima and maxima, so
@@ -28,7 +29,7 @@ use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use serde::{Deserialize, Serialize};
 
 use super::checks::Checked;
-use super::rollup_batch::{StatWire, encode};
+use super::rollup_batch::StatWire;
 use crate::error::ApiResult;
 
 /// Longest gap between two samples over which power is integrated.
@@ -377,16 +378,8 @@ pub fn cells(b: &Bucket) -> Vec<Cell> {
 pub const BACKLOG: &str = "rollup_backlog";
 
 /// Where writes append their partial buckets, one row per write
-/// ([`encode`]), for [`super::fold`].
+/// ([`super::rollup_batch::encode`]), for [`super::fold`].
 pub const BATCHES: &str = "rollup_batches";
-
-/// Appends a write's summary to [`BATCHES`], as one row.
-pub async fn append(db: &impl ConnectionTrait, summary: &WriteSummary) -> ApiResult<()> {
-    if summary.buckets.is_empty() {
-        return Ok(());
-    }
-    append_encoded(db, encode(summary)?).await
-}
 
 /// Appends one encoded batch ([`super::rollup_batch`]) to [`BATCHES`].
 pub(super) async fn append_encoded(db: &impl ConnectionTrait, batch: Vec<u8>) -> ApiResult<()> {

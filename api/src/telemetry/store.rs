@@ -10,16 +10,12 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use entities::{battery_rollup, battery_sample};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, IntoActiveModel,
-    QueryFilter, QueryOrder, QuerySelect, Statement, TryInsertResult,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Statement,
 };
 
 use super::checks::Checked;
-use super::rollup;
 use crate::error::ApiResult;
-
-/// Rows per INSERT: 15 columns × 1000 stays under SQLite's 32,766 bound parameters.
-const ROWS_PER_STATEMENT: usize = 1000;
 
 /// The newest stored sample time of the battery `b` (an expression over
 /// `batteries b`): one backward probe of the samples' key.
@@ -29,45 +25,21 @@ pub(super) const NEWEST_SAMPLE_AT: &str = "(SELECT n.ts FROM battery_samples n \
 /// Keys of stored samples.
 pub type SampleKey = (i64, DateTime<Utc>);
 
-/// Stores samples of existing batteries in one transaction (PostgreSQL:
-/// [`super::pg_write`]), appends the new ones' hourly partial buckets (and
-/// the battery pointers they move) as one row for the roll-up fold
-/// ([`super::fold`]), and tells for each row
-/// whether it was new: a sample whose (battery, timestamp) is already
+/// Stores samples of existing batteries in one transaction (SQLite:
+/// [`super::sqlite_write`]; PostgreSQL: [`super::pg_write`]), appends the
+/// new ones' hourly partial buckets (and the battery pointers they move)
+/// as one row for the roll-up fold ([`super::fold`]), and tells for each
+/// row whether it was new: a sample whose (battery, timestamp) is already
 /// stored, or repeated earlier in `rows`, is skipped (idempotent).
 pub async fn write(db: &DatabaseConnection, rows: &[Checked]) -> ApiResult<Vec<bool>> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
     if db.get_database_backend() == DbBackend::Postgres {
-        return super::pg_write::write(db.get_postgres_connection_pool(), rows).await;
+        super::pg_write::write(db.get_postgres_connection_pool(), rows).await
+    } else {
+        super::sqlite_write::write(db.get_sqlite_connection_pool(), rows).await
     }
-    let mut inserted = HashSet::with_capacity(rows.len());
-    let _turn = super::fold::SQLITE_WRITE_TURN.lock().await;
-    let txn = crate::db::begin_write(db).await?;
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let result = battery_sample::Entity::insert_many(
-            chunk.iter().map(|r| r.sample.clone().into_active_model()),
-        )
-        .on_conflict_do_nothing_on([
-            battery_sample::Column::BatteryId,
-            battery_sample::Column::Ts,
-        ])
-        .exec_with_returning_keys(&txn)
-        .await?;
-        if let TryInsertResult::Inserted(keys) = result {
-            inserted.extend(keys);
-        }
-    }
-    // The rows that were stored: the first occurrence of each new key.
-    let is_new: Vec<bool> = rows
-        .iter()
-        .map(|r| inserted.remove(&(r.sample.battery_id, r.sample.ts)))
-        .collect();
-    let new = new_rows(rows, &is_new);
-    rollup::append(&txn, &rollup::aggregate(&new)).await?;
-    txn.commit().await?;
-    Ok(is_new)
 }
 
 /// The rows flagged new.
