@@ -401,7 +401,7 @@ pub(super) async fn append_encoded(db: &impl ConnectionTrait, batch: Vec<u8>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telemetry::rollup_batch::{Batch, decode};
+    use crate::telemetry::rollup_batch::{Batch, decode, encode};
     use entities::battery_sample;
 
     fn sample(minute: i64, v: f64, i: f64) -> Checked {
