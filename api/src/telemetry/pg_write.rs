@@ -42,7 +42,8 @@ use super::{rollup, rollup_batch};
 use crate::db::{is_unique_violation, sqlx_error as db_err};
 use crate::error::ApiResult;
 
-const COLUMNS: &str = "battery_id, ts, voltage_v, current_a, power_w, soc_pct, soh_pct, \
+/// The stored columns of a sample, in the order both backends write them.
+pub(super) const COLUMNS: &str = "battery_id, ts, voltage_v, current_a, power_w, soc_pct, soh_pct, \
                        temp_min_c, temp_max_c, temp_avg_c, energy_kwh, efficiency_pct, cycle_count, \
                        cell_voltage_min_v, cell_voltage_max_v";
 

@@ -21,14 +21,11 @@ use sea_orm::DbErr;
 use sea_orm::sqlx::{self, Sqlite, SqlitePool, Transaction};
 
 use super::checks::Checked;
+use super::pg_write::COLUMNS;
 use super::store::{self, SampleKey};
 use super::{rollup, rollup_batch};
 use crate::db::{is_unique_violation, sqlx_error as db_err};
 use crate::error::ApiResult;
-
-const COLUMNS: &str = "battery_id, ts, voltage_v, current_a, power_w, soc_pct, soh_pct, \
-                       temp_min_c, temp_max_c, temp_avg_c, energy_kwh, efficiency_pct, cycle_count, \
-                       cell_voltage_min_v, cell_voltage_max_v";
 
 /// Rows per statement, largest first: a batch is cut into chunks of these
 /// sizes, so a connection prepares at most this many insert statements
