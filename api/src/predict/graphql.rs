@@ -370,7 +370,7 @@ async fn open_predictions(
             let mut missed = 0u64;
             loop {
                 match rx.recv().await {
-                    Ok(e) if filter.contains(&e.owner, e.prediction.battery_id) => {
+                    Ok(e) if filter.accepts(&e.owner, e.prediction.battery_id) => {
                         let update = PredictionUpdate {
                             battery_id: ids::encode(Kind::Battery, e.prediction.battery_id),
                             prediction: Prediction(e.prediction.clone()),

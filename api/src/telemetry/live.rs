@@ -166,18 +166,6 @@ impl Filter {
     }
 
     /// Whether a battery at `o` is in the scope and visible to the caller.
-    pub(crate) fn contains(&self, o: &Owner, battery_id: i64) -> bool {
-        let in_level = match self.level {
-            None => true,
-            Some((Kind::Battery, id)) => battery_id == id,
-            Some((Kind::Bms, id)) => o.bms_id == id,
-            Some((Kind::Zone, id)) => o.zone_id == id,
-            Some((Kind::Site, id)) => o.site_id == id,
-            Some((Kind::Client, id)) => o.client_id == id,
-        };
-        in_level && self.accepts(o, battery_id)
-    }
-
     pub(crate) fn accepts(&self, o: &Owner, battery_id: i64) -> bool {
         if !self.who.sees(o) {
             return false;

@@ -37,8 +37,8 @@ use sea_orm::sqlx::{self, PgPool, Postgres, Transaction};
 
 use super::checks::Checked;
 use super::pg_copy::BinaryRows;
+use super::rollup;
 use super::store::{self, SampleKey};
-use super::{rollup, rollup_batch};
 use crate::db::{is_unique_violation, sqlx_error as db_err};
 use crate::error::ApiResult;
 
@@ -136,7 +136,7 @@ async fn write_once(pool: &PgPool, rows: &[Checked], mode: Mode) -> Result<Vec<b
     };
 
     let new = store::new_rows(rows, &is_new);
-    append_rollups(&mut tx, &rollup::aggregate(&new)).await?;
+    rollup::append_summary(&mut *tx, &rollup::aggregate(&new)).await?;
     tx.commit().await.map_err(db_err)?;
     Ok(is_new)
 }
@@ -288,24 +288,4 @@ async fn insert_checked(
     .await
     .map_err(db_err)?;
     Ok(keys.into_iter().collect())
-}
-
-/// Appends the write's summary as one row (see [`rollup_batch::encode`]).
-async fn append_rollups(
-    tx: &mut Transaction<'static, Postgres>,
-    summary: &rollup::WriteSummary,
-) -> Result<(), DbErr> {
-    if summary.buckets.is_empty() {
-        return Ok(());
-    }
-    let partials = rollup_batch::encode(summary)?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO {} (partials) VALUES ($1)",
-        rollup::BATCHES
-    )))
-    .bind(partials)
-    .execute(&mut **tx)
-    .await
-    .map_err(db_err)?;
-    Ok(())
 }

@@ -25,7 +25,8 @@ use std::collections::HashMap;
 use chrono::serde::{ts_microseconds, ts_microseconds_option};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use sea_orm::sea_query::SimpleExpr;
-use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use sea_orm::sqlx;
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 use serde::{Deserialize, Serialize};
 
 use super::checks::Checked;
@@ -381,17 +382,40 @@ pub const BACKLOG: &str = "rollup_backlog";
 /// ([`super::rollup_batch::encode`]), for [`super::fold`].
 pub const BATCHES: &str = "rollup_batches";
 
-/// Appends one encoded batch ([`super::rollup_batch`]) to [`BATCHES`].
+/// The append of one encoded batch to [`BATCHES`]; `$1` is a positional
+/// parameter on both SQLite and PostgreSQL.
+const APPEND: &str = "INSERT INTO rollup_batches (partials) VALUES ($1)";
+
+/// Appends a write's summary ([`super::rollup_batch::encode`]) to
+/// [`BATCHES`] in the sample writers' own sqlx transactions
+/// ([`super::sqlite_write`], [`super::pg_write`]); nothing when the write
+/// stored no sample.
+pub(super) async fn append_summary<'c, DB>(
+    conn: impl sqlx::Executor<'c, Database = DB>,
+    summary: &WriteSummary,
+) -> Result<(), DbErr>
+where
+    DB: sqlx::Database,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    Vec<u8>: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    if summary.buckets.is_empty() {
+        return Ok(());
+    }
+    sqlx::query::<DB>(sqlx::AssertSqlSafe(APPEND))
+        .bind(super::rollup_batch::encode(summary)?)
+        .execute(conn)
+        .await
+        .map_err(crate::db::sqlx_error)?;
+    Ok(())
+}
+
+/// Appends one encoded batch ([`super::rollup_batch`]) to [`BATCHES`], on
+/// a sea-orm connection (the fold's put-back of the buckets it left).
 pub(super) async fn append_encoded(db: &impl ConnectionTrait, batch: Vec<u8>) -> ApiResult<()> {
-    let backend = db.get_database_backend();
-    let placeholder = if backend == DbBackend::Postgres {
-        "$1"
-    } else {
-        "?"
-    };
     db.execute_raw(Statement::from_sql_and_values(
-        backend,
-        format!("INSERT INTO {BATCHES} (partials) VALUES ({placeholder})"),
+        db.get_database_backend(),
+        APPEND,
         [batch.into()],
     ))
     .await?;

@@ -22,8 +22,8 @@ use sea_orm::sqlx::{self, Sqlite, SqlitePool, Transaction};
 
 use super::checks::Checked;
 use super::pg_write::COLUMNS;
+use super::rollup;
 use super::store::{self, SampleKey};
-use super::{rollup, rollup_batch};
 use crate::db::{is_unique_violation, sqlx_error as db_err};
 use crate::error::ApiResult;
 
@@ -98,16 +98,7 @@ async fn write_once(pool: &SqlitePool, rows: &[Checked], mode: Mode) -> Result<V
     };
     let new = store::new_rows(rows, &is_new);
     let summary = rollup::aggregate(&new);
-    if !summary.buckets.is_empty() {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO {} (partials) VALUES (?)",
-            rollup::BATCHES
-        )))
-        .bind(rollup_batch::encode(&summary)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-    }
+    rollup::append_summary(&mut *tx, &summary).await?;
     tx.commit().await.map_err(db_err)?;
     Ok(is_new)
 }
