@@ -16,6 +16,7 @@ on_both_backends!(
     large_gzip_body_streams,
     sample_stored_by_hand_is_a_duplicate,
     a_resent_long_batch_stores_only_its_new_samples,
+    stored_values_read_back_exactly,
     replicas_see_each_other_s_battery_changes,
     concurrent_producers_on_the_same_batteries
 );
@@ -304,8 +305,7 @@ async fn sample_stored_by_hand_is_a_duplicate(t: TestApp) {
     assert_eq!(latest["node"]["latestSample"]["voltageV"], 51.5, "{latest}");
 }
 
-/// A batch longer than one insert statement (64 rows on SQLite), resent
-/// longer and with other values: only the samples not stored yet are
+/// A batch resent longer and with other values: only the samples not stored yet are
 /// stored, the stored ones keep their first values, and the roll-ups count
 /// every sample once.
 async fn a_resent_long_batch_stores_only_its_new_samples(t: TestApp) {
@@ -366,6 +366,72 @@ async fn a_resent_long_batch_stores_only_its_new_samples(t: TestApp) {
     let hours = points("HOUR").await;
     let counted: i64 = hours.iter().map(|(n, _)| n).sum();
     assert_eq!((hours.len(), counted), (4, 201), "{hours:?}");
+}
+
+/// Every measurement reads back as the very double that was sent, and
+/// timestamps to the microsecond, with or without a fraction of a second;
+/// resending the same samples stores nothing (their keys compare equal).
+async fn stored_values_read_back_exactly(t: TestApp) {
+    let ids = create_chain(&t, "X").await;
+    let measured = json!({
+        "voltageV": 51.234567890123456, "currentA": -12.300000000000001,
+        "powerW": -630.1846506, "socPct": 76.00000000000001, "sohPct": 93.1,
+        "tempMinC": 21.1, "tempMaxC": 26.7, "tempAvgC": 23.900000000000002,
+        "energyKwh": 1234.5678901234567, "efficiencyPct": 97.3, "cycleCount": 412,
+        "cellVoltageMinV": 3.2123456789, "cellVoltageMaxV": 3.3400000000000003
+    });
+    let with = |ts: &str| {
+        let mut s = measured.clone();
+        s["battery"] = json!("SN-X");
+        s["ts"] = json!(ts);
+        s
+    };
+    let batch = json!([
+        with("2026-01-01T00:00:00Z"),
+        with("2026-01-01T00:00:01.000123Z")
+    ]);
+    let counts = |r: &Value| {
+        let r = &r["ingestSamples"];
+        (r["stored"].as_u64(), r["duplicates"].as_u64())
+    };
+    let first = t.data(INGEST, json!({ "s": batch })).await;
+    assert_eq!(counts(&first), (Some(2), Some(0)), "{first}");
+    let again = t.data(INGEST, json!({ "s": batch })).await;
+    assert_eq!(counts(&again), (Some(0), Some(2)), "{again}");
+
+    let fields: Vec<&str> = measured
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    let points = t
+        .data(
+            &format!(
+                "query($id: ID!) {{ batteryMetrics(batteryId: $id, from: \"2026-01-01T00:00:00Z\", \
+                 to: \"2026-01-02T00:00:00Z\", resolution: RAW) {{ edges {{ node {{ ts }} }} }} \
+                 node(id: $id) {{ ... on Battery {{ latestSample {{ ts {} }} }} }} }}",
+                fields.join(" ")
+            ),
+            json!({ "id": ids[4] }),
+        )
+        .await;
+    let times: Vec<chrono::DateTime<chrono::Utc>> = points["batteryMetrics"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["ts"].as_str().unwrap().parse().unwrap())
+        .collect();
+    let sent: Vec<chrono::DateTime<chrono::Utc>> =
+        ["2026-01-01T00:00:00Z", "2026-01-01T00:00:01.000123Z"]
+            .iter()
+            .map(|t| t.parse().unwrap())
+            .collect();
+    assert_eq!(times, sent, "{points}");
+    let latest = &points["node"]["latestSample"];
+    for field in fields {
+        assert_eq!(latest[field], measured[field], "{field}: {latest}");
+    }
 }
 
 /// Another replica's ingest pipeline holds the batteries it resolved; a
