@@ -124,11 +124,11 @@ impl RegisterMap {
                     ((u32::from(reg(f.address)?) << 16) | u32::from(reg(f.address + 1)?)) as i32,
                 ),
             };
-            let sf = match f.scale_factor {
-                Some(a) => 10f64.powi(i32::from(reg(a)? as i16)),
-                None => 1.0,
+            let exponent = match f.scale_factor {
+                Some(a) => i32::from(reg(a)? as i16),
+                None => 0,
             };
-            let value = raw * sf * f.scale.unwrap_or(1.0);
+            let value = scaled(raw, exponent) * f.scale.unwrap_or(1.0);
             match f.target.as_str() {
                 "voltageV" => sample.voltage_v = Some(value),
                 "currentA" => sample.current_a = Some(value),
@@ -189,6 +189,18 @@ impl Registry {
     }
 }
 
+/// `raw` × 10^`exponent`, as the decimal number a device means: a
+/// negative exponent divides by an exact power of ten, which rounds to the
+/// double nearest that number (931 with −1 is 93.1; multiplying by 0.1
+/// gave 93.10000000000001).
+fn scaled(raw: f64, exponent: i32) -> f64 {
+    if exponent < 0 {
+        raw / 10f64.powi(-exponent)
+    } else {
+        raw * 10f64.powi(exponent)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,11 +231,12 @@ mod tests {
         map.decode(&regs, &mut s).unwrap();
         assert_eq!(s.soc_pct, Some(76.5));
         assert_eq!(s.cycle_count, Some(65538));
-        assert!((s.voltage_v.unwrap() - 51.2).abs() < 1e-9);
+        // Exactly the decimal values the registers mean.
+        assert_eq!(s.voltage_v, Some(51.2));
         assert_eq!(s.current_a, Some(-12.5));
-        assert!((s.temp_max_c.unwrap() - 30.1).abs() < 1e-9);
-        assert!((s.cell_voltage_max_v.unwrap() - 3.412).abs() < 1e-9);
-        assert!((s.cell_voltage_min_v.unwrap() - 3.189).abs() < 1e-9);
+        assert_eq!(s.temp_max_c, Some(30.1));
+        assert_eq!(s.cell_voltage_max_v, Some(3.412));
+        assert_eq!(s.cell_voltage_min_v, Some(3.189));
     }
 
     #[test]
