@@ -128,7 +128,7 @@ impl RegisterMap {
                 Some(a) => i32::from(reg(a)? as i16),
                 None => 0,
             };
-            let value = scaled(raw, exponent) * f.scale.unwrap_or(1.0);
+            let value = times(scaled(raw, exponent), f.scale.unwrap_or(1.0));
             match f.target.as_str() {
                 "voltageV" => sample.voltage_v = Some(value),
                 "currentA" => sample.current_a = Some(value),
@@ -201,6 +201,18 @@ fn scaled(raw: f64, exponent: i32) -> f64 {
     }
 }
 
+/// `value` × `scale`, where a scale whose reciprocal is a whole number (a
+/// map's 0.1 means "÷ 10") divides by that number instead, for the same
+/// reason as [`scaled`].
+fn times(value: f64, scale: f64) -> f64 {
+    let divisor = (1.0 / scale).round();
+    if divisor.abs() >= 1.0 && 1.0 / divisor == scale {
+        value / divisor
+    } else {
+        value * scale
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,6 +249,28 @@ mod tests {
         assert_eq!(s.temp_max_c, Some(30.1));
         assert_eq!(s.cell_voltage_max_v, Some(3.412));
         assert_eq!(s.cell_voltage_min_v, Some(3.189));
+    }
+
+    #[test]
+    fn flat_map_scales_read_as_the_decimals_meant() {
+        let reg = Registry::load(None).unwrap();
+        let map = reg.get("flat-basic").unwrap();
+        let regs: HashMap<u16, u16> = [5120, (-125i16) as u16, 765, 931, 245, 0, 412]
+            .into_iter()
+            .enumerate()
+            .map(|(a, v)| (a as u16, v))
+            .collect();
+        let mut s = empty();
+        map.decode(&regs, &mut s).unwrap();
+        assert_eq!(s.voltage_v, Some(51.2));
+        assert_eq!(s.current_a, Some(-12.5));
+        assert_eq!(s.soc_pct, Some(76.5));
+        assert_eq!(s.soh_pct, Some(93.1), "931 × 0.1");
+        assert_eq!(s.temp_avg_c, Some(24.5));
+        assert_eq!(s.cycle_count, Some(412));
+        // A scale that is not a decimal fraction multiplies.
+        assert_eq!(times(10.0, 0.3), 10.0 * 0.3);
+        assert_eq!(times(7.0, 2.0), 14.0);
     }
 
     #[test]
