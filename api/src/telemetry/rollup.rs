@@ -25,8 +25,7 @@ use std::collections::HashMap;
 use chrono::serde::{ts_microseconds, ts_microseconds_option};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use sea_orm::sea_query::SimpleExpr;
-use sea_orm::sqlx;
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, sqlx};
 use serde::{Deserialize, Serialize};
 
 use super::checks::Checked;
