@@ -1,8 +1,8 @@
 //! Battery telemetry: what producers send ([`input`]), how a sample is
 //! checked ([`checks`]) against its battery ([`directory`]), the shared
 //! ingestion path ([`pipeline`]) and its single batching [`writer`], the
-//! sample store ([`store`]; on SQLite through prepared inserts,
-//! [`sqlite_write`]; on PostgreSQL through binary `COPY`, [`pg_write`] and
+//! sample store ([`store`]; on SQLite through a prepared insert run on
+//! the writer's own thread, [`sqlite_write`]; on PostgreSQL through binary `COPY`, [`pg_write`] and
 //! [`pg_copy`])
 //! with its incremental hourly/daily roll-ups ([`rollup`], carried by one
 //! [`rollup_batch`] per write and added up by [`fold`]; [`fold_legacy`]

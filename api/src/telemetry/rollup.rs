@@ -383,12 +383,12 @@ pub const BATCHES: &str = "rollup_batches";
 
 /// The append of one encoded batch to [`BATCHES`]; `$1` is a positional
 /// parameter on both SQLite and PostgreSQL.
-const APPEND: &str = "INSERT INTO rollup_batches (partials) VALUES ($1)";
+pub(super) const APPEND: &str = "INSERT INTO rollup_batches (partials) VALUES ($1)";
 
 /// Appends a write's summary ([`super::rollup_batch::encode`]) to
-/// [`BATCHES`] in the sample writers' own sqlx transactions
-/// ([`super::sqlite_write`], [`super::pg_write`]); nothing when the write
-/// stored no sample.
+/// [`BATCHES`] in a sample writer's own sqlx transaction
+/// ([`super::pg_write`]; SQLite's, [`super::sqlite_write`], runs
+/// [`APPEND`] through rusqlite); nothing when the write stored no sample.
 pub(super) async fn append_summary<'c, DB>(
     conn: impl sqlx::Executor<'c, Database = DB>,
     summary: &WriteSummary,
