@@ -498,12 +498,12 @@ fn move_pointers(backend: DbBackend, newest: &[(i64, &Bucket)]) -> Statement {
 }
 
 /// Folds every `interval` while `alive` (the writer's queue) has senders.
-pub fn spawn<T: Send + 'static>(
+pub async fn periodic<T: Send + 'static>(
     db: DatabaseConnection,
     interval: Duration,
     alive: WeakSender<T>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+) {
+    {
         let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(10)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let batteries = match db.get_database_backend() {
@@ -528,5 +528,5 @@ pub fn spawn<T: Send + 'static>(
                 break;
             }
         }
-    })
+    }
 }

@@ -46,9 +46,7 @@ impl Writer {
         config: &IngestConfig,
     ) -> Self {
         let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
-        let postgres = writes.get_database_backend() == sea_orm::DbBackend::Postgres;
-        let tasks = if postgres { config.writers.max(1) } else { 1 };
-        super::fold::spawn(
+        let fold = super::fold::periodic(
             writes.clone(),
             Duration::from_millis(config.rollup_fold_ms),
             tx.downgrade(),
@@ -57,18 +55,21 @@ impl Writer {
             crate::db::wal::spawn(pool.clone(), tx.downgrade());
         }
         let rx = Arc::new(Mutex::new(rx));
-        for _ in 0..tasks {
-            let task = run(
+        let writer = || {
+            run(
                 writes.clone(),
                 bus.clone(),
                 rx.clone(),
                 config.batch_rows.max(1),
-            );
-            if postgres {
-                tokio::spawn(task);
-            } else {
-                on_own_thread(task);
+            )
+        };
+        if writes.get_database_backend() == sea_orm::DbBackend::Postgres {
+            tokio::spawn(fold);
+            for _ in 0..config.writers.max(1) {
+                tokio::spawn(writer());
             }
+        } else {
+            on_own_thread(writer(), fold);
         }
         Self {
             tx,
@@ -99,14 +100,25 @@ impl Writer {
     }
 }
 
-/// Runs SQLite's writer on a thread of its own, with a runtime of its own:
-/// its write runs there synchronously ([`super::sqlite_write`]), and its
-/// wake-ups never wait behind the subscriber tasks that each commit wakes
-/// on the server's runtime (live bench at 50k samples/s, with the sqlx
-/// writer of before: p50 67–89 ms here, 154–172 ms as a task on the
-/// server's runtime). The thread ends with the writer's queue.
-/// Should the thread not start, the writer runs as a task.
-fn on_own_thread(task: impl Future<Output = ()> + Send + 'static) {
+/// Runs SQLite's writer, and its periodic roll-up `fold`, on a thread of
+/// their own, with a runtime of their own: the write runs there
+/// synchronously ([`super::sqlite_write`]), and neither waits, between
+/// two statements while it holds the one write lock, behind the
+/// subscriber tasks that each commit wakes on the server's runtime (live
+/// bench at 50k samples/s, with the sqlx writer of before: p50 67–89 ms
+/// here, 154–172 ms as a task on the server's runtime). The thread ends
+/// with the writer's queue. Should the thread not start, both run as
+/// tasks.
+fn on_own_thread(
+    task: impl Future<Output = ()> + Send + 'static,
+    fold: impl Future<Output = ()> + Send + 'static,
+) {
+    let task = async move {
+        let fold = tokio::spawn(fold);
+        task.await;
+        // The fold ends at its next tick once the queue is gone.
+        let _ = fold.await;
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
