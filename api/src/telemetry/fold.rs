@@ -503,30 +503,28 @@ pub async fn periodic<T: Send + 'static>(
     interval: Duration,
     alive: WeakSender<T>,
 ) {
-    {
-        let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(10)));
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let batteries = match db.get_database_backend() {
-            DbBackend::Postgres => usize::MAX,
-            _ => SQLITE_BATTERIES_PER_TRANSACTION,
-        };
-        loop {
-            ticker.tick().await;
-            let started = std::time::Instant::now();
-            match fold_at(&db, Pace::Shared, batteries).await {
-                Ok(0) => {}
-                Ok(buckets) => tracing::debug!(
-                    buckets,
-                    ms = started.elapsed().as_secs_f64() * 1000.0,
-                    "roll-up backlog folded"
-                ),
-                Err(err) => tracing::warn!(%err, "folding the roll-up backlog failed; will retry"),
-            }
-            if alive.strong_count() == 0 {
-                // The writer's handles are gone; what is left is folded
-                // on the next start (or read).
-                break;
-            }
+    let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(10)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let batteries = match db.get_database_backend() {
+        DbBackend::Postgres => usize::MAX,
+        _ => SQLITE_BATTERIES_PER_TRANSACTION,
+    };
+    loop {
+        ticker.tick().await;
+        let started = std::time::Instant::now();
+        match fold_at(&db, Pace::Shared, batteries).await {
+            Ok(0) => {}
+            Ok(buckets) => tracing::debug!(
+                buckets,
+                ms = started.elapsed().as_secs_f64() * 1000.0,
+                "roll-up backlog folded"
+            ),
+            Err(err) => tracing::warn!(%err, "folding the roll-up backlog failed; will retry"),
+        }
+        if alive.strong_count() == 0 {
+            // The writer's handles are gone; what is left is folded
+            // on the next start (or read).
+            break;
         }
     }
 }

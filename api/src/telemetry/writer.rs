@@ -4,9 +4,9 @@
 //! with how many of its rows were new, and publishes the new rows on the
 //! [`Bus`] for live subscribers. The queue is bounded: when storage
 //! falls behind, producers wait, and after a timeout get `RETRY_LATER` —
-//! nothing acknowledged is ever dropped. SQLite has one writer, on a thread of its
-//! own (it has one write lock); PostgreSQL has `writers` of them, so that one batch is
-//! prepared and committed while another is copied in.
+//! nothing acknowledged is ever dropped. SQLite has one writer (it has one
+//! write lock), on a thread of its own; PostgreSQL has `writers` of them,
+//! so that one batch is prepared and committed while another is copied in.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,9 +33,10 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer tasks on `writes` ([`crate::db::writer_connection`]),
+    /// Starts the writers on `writes` ([`crate::db::writer_connection`]),
     /// the task folding the roll-up backlog every `ingest.rollup_fold_ms`
-    /// on the same connection, and on SQLite the log's checkpoints
+    /// on the same connection (on SQLite both on the writer's thread,
+    /// [`on_own_thread`]), and on SQLite the log's checkpoints
     /// ([`crate::db::wal`]) on `pool`. They end when every handle is
     /// dropped, after writing what is queued; a backlog left then is folded
     /// by the next fold (the next start's, or a read's).
