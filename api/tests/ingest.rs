@@ -264,10 +264,11 @@ async fn large_gzip_body_streams(t: TestApp) {
 
 /// A sample put in the table by hand (a bulk load that does not move the
 /// battery's latest-sample pointer) is still recognised as stored: resending
-/// it is a duplicate and the rest of the batch is kept. (New samples go in
-/// without per-row conflict checks, by COPY on PostgreSQL and by plain
-/// inserts on SQLite; the key refuses the repeated one, and the batch is
-/// then written again with per-row conflict checks.)
+/// it is a duplicate and the rest of the batch is kept. (On PostgreSQL new
+/// samples go in by COPY, without per-row conflict checks: the key refuses
+/// the repeated one, and the batch is then written again with them.
+/// SQLite's insert checks each row, and the stored text of the time must
+/// be the one a hand-written `+00:00` time has.)
 async fn sample_stored_by_hand_is_a_duplicate(t: TestApp) {
     use sea_orm::ConnectionTrait;
     let ids = create_chain(&t, "H").await;
