@@ -2,8 +2,8 @@
 //! checked ([`checks`]) against its battery ([`directory`]), the shared
 //! ingestion path ([`pipeline`]) and its single batching [`writer`], the
 //! sample store ([`store`]; on SQLite through a prepared insert run on
-//! the writer's own thread, [`sqlite_write`]; on PostgreSQL through binary `COPY`, [`pg_write`] and
-//! [`pg_copy`])
+//! the writer's own thread, [`sqlite_write`]; on PostgreSQL through binary
+//! `COPY`, [`pg_write`] and [`pg_copy`])
 //! with its incremental hourly/daily roll-ups ([`rollup`], carried by one
 //! [`rollup_batch`] per write and added up by [`fold`]; [`fold_legacy`]
 //! for an older version's backlog) and [`retention`], and the GraphQL

@@ -47,6 +47,23 @@ pub(super) const COLUMNS: &str = "battery_id, ts, voltage_v, current_a, power_w,
                        temp_min_c, temp_max_c, temp_avg_c, energy_kwh, efficiency_pct, cycle_count, \
                        cell_voltage_min_v, cell_voltage_max_v";
 
+/// A sample's ten measurements between `ts` and `cycle_count`, in
+/// [`COLUMNS`] order.
+pub(super) fn measurements(s: &battery_sample::Model) -> [Option<f64>; 10] {
+    [
+        s.voltage_v,
+        s.current_a,
+        s.power_w,
+        s.soc_pct,
+        s.soh_pct,
+        s.temp_min_c,
+        s.temp_max_c,
+        s.temp_avg_c,
+        s.energy_kwh,
+        s.efficiency_pct,
+    ]
+}
+
 /// How a write tells new samples from stored ones (see the module's doc).
 #[derive(Clone, Copy)]
 enum Mode {
@@ -136,7 +153,7 @@ async fn write_once(pool: &PgPool, rows: &[Checked], mode: Mode) -> Result<Vec<b
     };
 
     let new = store::new_rows(rows, &is_new);
-    rollup::append_summary(&mut *tx, &rollup::aggregate(&new)).await?;
+    rollup::append_summary(&mut tx, &rollup::aggregate(&new)).await?;
     tx.commit().await.map_err(db_err)?;
     Ok(is_new)
 }
@@ -204,18 +221,7 @@ async fn copy_in(
         rows.row(15);
         rows.int8(s.battery_id);
         rows.timestamptz(s.ts);
-        for v in [
-            s.voltage_v,
-            s.current_a,
-            s.power_w,
-            s.soc_pct,
-            s.soh_pct,
-            s.temp_min_c,
-            s.temp_max_c,
-            s.temp_avg_c,
-            s.energy_kwh,
-            s.efficiency_pct,
-        ] {
+        for v in measurements(s) {
             rows.float8(v);
         }
         rows.int4(s.cycle_count);

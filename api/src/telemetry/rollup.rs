@@ -385,27 +385,30 @@ pub const BATCHES: &str = "rollup_batches";
 /// parameter on both SQLite and PostgreSQL.
 pub(super) const APPEND: &str = "INSERT INTO rollup_batches (partials) VALUES ($1)";
 
-/// Appends a write's summary ([`super::rollup_batch::encode`]) to
-/// [`BATCHES`] in a sample writer's own sqlx transaction
-/// ([`super::pg_write`]; SQLite's, [`super::sqlite_write`], runs
-/// [`APPEND`] through rusqlite); nothing when the write stored no sample.
-pub(super) async fn append_summary<'c, DB>(
-    conn: impl sqlx::Executor<'c, Database = DB>,
-    summary: &WriteSummary,
-) -> Result<(), DbErr>
-where
-    DB: sqlx::Database,
-    DB::Arguments: sqlx::IntoArguments<DB>,
-    Vec<u8>: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-{
+/// A write's summary encoded as one row of [`BATCHES`]
+/// ([`super::rollup_batch::encode`]); `None` when the write stored no
+/// sample. SQLite's writer ([`super::sqlite_write`]) appends it with
+/// [`APPEND`] through rusqlite, PostgreSQL's with [`append_summary`].
+pub(super) fn summary_row(summary: &WriteSummary) -> Result<Option<Vec<u8>>, DbErr> {
     if summary.buckets.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
-    sqlx::query::<DB>(sqlx::AssertSqlSafe(APPEND))
-        .bind(super::rollup_batch::encode(summary)?)
-        .execute(conn)
-        .await
-        .map_err(crate::db::sqlx_error)?;
+    super::rollup_batch::encode(summary).map(Some)
+}
+
+/// Appends a write's [`summary_row`], if any, in PostgreSQL's sample
+/// writer's own sqlx transaction ([`super::pg_write`]).
+pub(super) async fn append_summary(
+    conn: &mut sqlx::PgConnection,
+    summary: &WriteSummary,
+) -> Result<(), DbErr> {
+    if let Some(row) = summary_row(summary)? {
+        sqlx::query(sqlx::AssertSqlSafe(APPEND))
+            .bind(row)
+            .execute(conn)
+            .await
+            .map_err(crate::db::sqlx_error)?;
+    }
     Ok(())
 }
 

@@ -18,13 +18,14 @@
 use std::ptr::NonNull;
 
 use chrono::SecondsFormat;
-use rusqlite::{Connection, TransactionBehavior, params};
+use entities::battery_sample;
+use rusqlite::{Connection, Statement, TransactionBehavior};
 use sea_orm::sqlx::SqlitePool;
 use sea_orm::{DbErr, RuntimeErr};
 
 use super::checks::Checked;
-use super::pg_write::COLUMNS;
-use super::{rollup, rollup_batch, store};
+use super::pg_write::{COLUMNS, measurements};
+use super::{rollup, store};
 use crate::db::sqlx_error;
 use crate::error::ApiResult;
 
@@ -64,36 +65,28 @@ fn insert_and_summarise(db: &mut Connection, rows: &[Checked]) -> Result<Vec<boo
             ))
             .map_err(db_err)?;
         for r in rows {
-            let s = &r.sample;
-            let stored = insert
-                .execute(params![
-                    s.battery_id,
-                    timestamp_text(&s.ts),
-                    s.voltage_v,
-                    s.current_a,
-                    s.power_w,
-                    s.soc_pct,
-                    s.soh_pct,
-                    s.temp_min_c,
-                    s.temp_max_c,
-                    s.temp_avg_c,
-                    s.energy_kwh,
-                    s.efficiency_pct,
-                    s.cycle_count,
-                    s.cell_voltage_min_v,
-                    s.cell_voltage_max_v,
-                ])
-                .map_err(db_err)?;
+            bind(&mut insert, &r.sample).map_err(db_err)?;
+            let stored = insert.raw_execute().map_err(db_err)?;
             is_new.push(stored == 1);
         }
     }
-    let summary = rollup::aggregate(&store::new_rows(rows, &is_new));
-    if !summary.buckets.is_empty() {
-        tx.execute(rollup::APPEND, [rollup_batch::encode(&summary)?])
-            .map_err(db_err)?;
+    if let Some(row) = rollup::summary_row(&rollup::aggregate(&store::new_rows(rows, &is_new)))? {
+        tx.execute(rollup::APPEND, [row]).map_err(db_err)?;
     }
     tx.commit().map_err(db_err)?;
     Ok(is_new)
+}
+
+/// Binds `s` to the insert's parameters, in [`COLUMNS`] order.
+fn bind(insert: &mut Statement<'_>, s: &battery_sample::Model) -> rusqlite::Result<()> {
+    insert.raw_bind_parameter(1, s.battery_id)?;
+    insert.raw_bind_parameter(2, timestamp_text(&s.ts))?;
+    for (k, v) in measurements(s).into_iter().enumerate() {
+        insert.raw_bind_parameter(3 + k, v)?;
+    }
+    insert.raw_bind_parameter(13, s.cycle_count)?;
+    insert.raw_bind_parameter(14, s.cell_voltage_min_v)?;
+    insert.raw_bind_parameter(15, s.cell_voltage_max_v)
 }
 
 /// A timestamp as sqlx stores a `DateTime<Utc>` in SQLite, so that the

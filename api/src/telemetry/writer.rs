@@ -131,20 +131,24 @@ fn on_own_thread(
             return;
         }
     };
-    let (task, fallback) = {
-        let slot = Arc::new(std::sync::Mutex::new(Some(task)));
-        (slot.clone(), slot)
-    };
+    // The task is handed over once the thread is running, so that it is
+    // still here to run as a task if the thread cannot start.
+    let (hand_over, handed) = std::sync::mpsc::sync_channel(1);
     let spawned = std::thread::Builder::new()
         .name("sample-writer".into())
         .spawn(move || {
-            if let Some(task) = task.lock().ok().and_then(|mut t| t.take()) {
+            if let Ok(task) = handed.recv() {
                 runtime.block_on(task);
             }
         });
-    if let Err(err) = spawned {
-        tracing::warn!(%err, "no thread for the sample writer; writing on the server's runtime");
-        if let Some(task) = fallback.lock().ok().and_then(|mut t| t.take()) {
+    match spawned {
+        Ok(_) => {
+            if hand_over.send(task).is_err() {
+                tracing::error!("the sample writer's thread ended before it started writing");
+            }
+        }
+        Err(err) => {
+            tracing::warn!(%err, "no thread for the sample writer; writing on the server's runtime");
             tokio::spawn(task);
         }
     }
