@@ -8,8 +8,7 @@
 //! leaves it pending for the next fold, and replicas folding at once take
 //! turns (an advisory lock on PostgreSQL; SQLite has one writer). On
 //! SQLite the periodic fold goes a slice of batteries per transaction
-//! ([`fold_in_slices`]), putting the other batteries' partial buckets
-//! back, so that sample writes are not held up behind it. Writers
+//! ([`fold_in_slices`]), so that sample writes are not held up behind it. Writers
 //! never queue on the same roll-up rows, and a bucket is rewritten once
 //! per fold rather than once per write. Adding up in memory, rather than
 //! in SQL over one row per partial bucket, made the fold several times
@@ -88,11 +87,14 @@ pub async fn fold(db: &DatabaseConnection) -> ApiResult<u64> {
 }
 
 /// [`fold`] in transactions of at most `batteries` batteries each, in
-/// battery order; between two, sample writes take their turn. Each
-/// transaction takes every pending batch, merges the partial buckets of
-/// its batteries, and puts the others' back as one batch, so each partial
-/// bucket is still added exactly once. Everything pending when it starts
-/// is folded when it returns. The periodic fold on SQLite goes this way.
+/// battery order; between two, sample writes take their turn. The first
+/// takes every pending batch, adds it up once, and puts it back as one
+/// batch per slice of batteries; each next one takes its slice's batch
+/// alone, and merges it (unless a reader's fold took it meanwhile), so
+/// each partial bucket is still added exactly once. Everything pending
+/// when it starts is folded when it returns. The periodic fold on SQLite
+/// goes this way; on PostgreSQL, whose writes do not wait for a fold, it
+/// is one transaction.
 pub async fn fold_in_slices(db: &DatabaseConnection, batteries: usize) -> ApiResult<u64> {
     fold_at(db, Pace::Full, batteries.max(1)).await
 }
@@ -114,21 +116,17 @@ enum Pace {
     Shared,
 }
 
-/// Folds in transactions of at most `batteries` batteries each.
+/// Folds in transactions of at most `batteries` batteries each (on
+/// SQLite; PostgreSQL folds in one, its writes do not wait for it).
 async fn fold_at(db: &DatabaseConnection, pace: Pace, batteries: usize) -> ApiResult<u64> {
+    let (batches, legacy) = pending(db).await?;
+    if !batches && !legacy {
+        return Ok(0);
+    }
     let backend = db.get_database_backend();
     let mut written = 0;
-    // The last battery of the previous transaction.
-    let mut after = None;
-    loop {
-        let (batches, legacy) = pending(db).await?;
-        if !batches && !legacy {
-            return Ok(written);
-        }
-        let _turn = match backend {
-            DbBackend::Postgres => None,
-            _ => Some(SQLITE_WRITE_TURN.lock().await),
-        };
+    let slices = {
+        let _turn = write_turn(backend).await;
         let txn = crate::db::begin_write(db).await?;
         if backend == DbBackend::Postgres {
             txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({FOLD_LOCK})"))
@@ -143,18 +141,41 @@ async fn fold_at(db: &DatabaseConnection, pace: Pace, batteries: usize) -> ApiRe
                     .await?;
             }
         }
-        let mut next = None;
+        let mut slices = Vec::new();
         if batches {
-            let slice = Slice { after, batteries };
-            let (buckets, last) = fold_batches(&txn, pace, slice).await?;
-            written += buckets;
-            next = last;
+            let (hours, openings) = take_all(&txn).await?;
+            let batteries = if backend == DbBackend::Postgres {
+                usize::MAX
+            } else {
+                batteries
+            };
+            match split(hours, openings, batteries) {
+                Ok((hours, openings)) => written += merge(&txn, pace, hours, openings).await?,
+                Err(parts) => slices = put_back(&txn, parts).await?,
+            }
         }
         txn.commit().await?;
-        match next {
-            Some(last) => after = Some(last),
-            None => return Ok(written),
+        slices
+    };
+    for slice in slices {
+        let _turn = write_turn(backend).await;
+        let txn = crate::db::begin_write(db).await?;
+        // Gone if a reader's fold took it meanwhile.
+        if let Some(batch) = take_one(&txn, slice).await? {
+            let (hours, openings) = add_up(&[batch])?;
+            written += merge(&txn, pace, hours, openings).await?;
         }
+        txn.commit().await?;
+    }
+    Ok(written)
+}
+
+/// SQLite: the sample writer's and folds' turn at the write lock
+/// ([`SQLITE_WRITE_TURN`]); none on PostgreSQL.
+async fn write_turn(backend: DbBackend) -> Option<tokio::sync::MutexGuard<'static, ()>> {
+    match backend {
+        DbBackend::Postgres => None,
+        _ => Some(SQLITE_WRITE_TURN.lock().await),
     }
 }
 
@@ -175,28 +196,12 @@ async fn pending(db: &DatabaseConnection) -> ApiResult<(bool, bool)> {
     })
 }
 
-/// The batteries one fold transaction merges: the first `batteries` of
-/// those pending after `after`.
-#[derive(Clone, Copy)]
-struct Slice {
-    after: Option<i64>,
-    batteries: usize,
-}
-
-/// Takes every pending batch, adds its partial buckets up per hour and
-/// per day, merges those of `slice`'s batteries into the stored buckets
-/// and moves their pointers, and puts the other batteries' back as one
-/// batch; returns how many buckets were written, and the slice's last
-/// battery when batteries after it are pending.
-async fn fold_batches(
-    txn: &DatabaseTransaction,
-    pace: Pace,
-    slice: Slice,
-) -> ApiResult<(u64, Option<i64>)> {
-    let backend = txn.get_database_backend();
+/// Takes every pending batch and adds its partial buckets up per battery
+/// and hour.
+async fn take_all(txn: &DatabaseTransaction) -> ApiResult<AddedUp> {
     let rows = txn
         .query_all_raw(Statement::from_string(
-            backend,
+            txn.get_database_backend(),
             format!("DELETE FROM {BATCHES} RETURNING partials"),
         ))
         .await?;
@@ -209,14 +214,95 @@ async fn fold_batches(
     // A small fold stays on its worker (a blocking thread costs a
     // hand-off, and its own allocator arena: 4 MB of an idle server).
     let bytes: usize = batches.iter().map(Vec::len).sum();
-    let (hours, openings) = if bytes > OFFLOAD_BYTES {
+    if bytes > OFFLOAD_BYTES {
         tokio::task::spawn_blocking(move || add_up(&batches))
             .await
-            .map_err(|e| DbErr::Custom(format!("adding up partial buckets: {e}")))??
+            .map_err(|e| DbErr::Custom(format!("adding up partial buckets: {e}")))?
     } else {
-        add_up(&batches)?
+        add_up(&batches)
+    }
+}
+
+/// The added-up partial buckets and openings whole when they hold at
+/// most `batteries` batteries; otherwise in parts of `batteries`
+/// batteries each, in battery order.
+fn split(
+    hours: BTreeMap<(i64, DateTime<Utc>), Bucket>,
+    openings: Vec<(i64, rollup::Opening)>,
+    batteries: usize,
+) -> Result<AddedUp, Vec<AddedUp>> {
+    let mut pending: Vec<i64> = hours.keys().map(|(b, _)| *b).collect();
+    pending.dedup();
+    if pending.len() <= batteries {
+        return Ok((hours, openings));
+    }
+    // The last battery of each part but the last.
+    let bounds: Vec<i64> = pending
+        .chunks(batteries.max(1))
+        .filter_map(|c| c.last().copied())
+        .collect();
+    let part_of = |b: i64| {
+        bounds
+            .partition_point(|last| *last < b)
+            .min(bounds.len().saturating_sub(1))
     };
-    let ((mut hours, openings), next) = take_slice(txn, hours, openings, slice).await?;
+    let mut parts: Vec<AddedUp> = bounds
+        .iter()
+        .map(|_| (BTreeMap::new(), Vec::new()))
+        .collect();
+    for (key, bucket) in hours {
+        parts[part_of(key.0)].0.insert(key, bucket);
+    }
+    for (battery, opening) in openings {
+        parts[part_of(battery)].1.push((battery, opening));
+    }
+    Err(parts)
+}
+
+/// Puts each part back as a batch of its own; returns their row ids, in
+/// order, for [`take_one`]. SQLite only (`rowid`).
+async fn put_back(txn: &DatabaseTransaction, parts: Vec<AddedUp>) -> ApiResult<Vec<i64>> {
+    let mut ids = Vec::with_capacity(parts.len());
+    for (hours, openings) in &parts {
+        let batch = rollup_batch::encode_parts(
+            hours.iter().map(|((b, hour), bucket)| (*b, *hour, bucket)),
+            openings.iter().map(|(b, o)| (*b, o)),
+        )?;
+        let row = txn
+            .query_one_raw(Statement::from_sql_and_values(
+                txn.get_database_backend(),
+                format!("{} RETURNING rowid", rollup::APPEND),
+                [batch.into()],
+            ))
+            .await?
+            .ok_or_else(|| DbErr::Custom("a put-back roll-up batch has no row id".into()))?;
+        ids.push(row.try_get_by_index::<i64>(0)?);
+    }
+    Ok(ids)
+}
+
+/// Takes the batch [`put_back`] as `id`, if still pending.
+async fn take_one(txn: &DatabaseTransaction, id: i64) -> ApiResult<Option<Vec<u8>>> {
+    let row = txn
+        .query_one_raw(Statement::from_sql_and_values(
+            txn.get_database_backend(),
+            format!("DELETE FROM {BATCHES} WHERE rowid = $1 RETURNING partials"),
+            [id.into()],
+        ))
+        .await?;
+    Ok(row.map(|r| r.try_get_by_index::<Vec<u8>>(0)).transpose()?)
+}
+
+/// Merges added-up partial buckets into the stored buckets, per hour and
+/// per day, and moves their batteries' pointers; returns how many buckets
+/// were written.
+async fn merge(
+    txn: &DatabaseTransaction,
+    pace: Pace,
+    mut hours: BTreeMap<(i64, DateTime<Utc>), Bucket>,
+    openings: Vec<(i64, rollup::Opening)>,
+) -> ApiResult<u64> {
+    let backend = txn.get_database_backend();
     let folded = existing_batteries(txn, hours.keys().map(|(b, _)| *b)).await?;
     hours.retain(|(battery, _), _| folded.contains_key(battery));
     let newest_folded: HashMap<i64, DateTime<Utc>> = folded
@@ -245,7 +331,7 @@ async fn fold_batches(
         .collect();
     buckets.sort_unstable_by_key(|(key, _)| *key);
     if buckets.is_empty() {
-        return Ok((0, next));
+        return Ok(0);
     }
     let postgres = backend == DbBackend::Postgres;
     let per_statement = if postgres {
@@ -265,43 +351,7 @@ async fn fold_batches(
     for chunk in pointers.chunks(POINTERS_PER_STATEMENT) {
         step(txn, pace, move_pointers(backend, chunk)).await?;
     }
-    Ok((buckets.len() as u64, next))
-}
-
-/// Of the added-up partial buckets and openings, those of `slice`'s
-/// batteries; the others go back to [`BATCHES`] as one batch. Also the
-/// slice's last battery when batteries after it are pending (the battery
-/// the next slice starts after).
-async fn take_slice(
-    txn: &DatabaseTransaction,
-    hours: BTreeMap<(i64, DateTime<Utc>), Bucket>,
-    openings: Vec<(i64, rollup::Opening)>,
-    slice: Slice,
-) -> ApiResult<(AddedUp, Option<i64>)> {
-    let mut pending: Vec<i64> = hours.keys().map(|(b, _)| *b).collect();
-    pending.dedup();
-    let chosen: Vec<i64> = pending
-        .iter()
-        .copied()
-        .filter(|b| slice.after.is_none_or(|after| *b > after))
-        .take(slice.batteries)
-        .collect();
-    if chosen.len() == pending.len() {
-        return Ok(((hours, openings), None));
-    }
-    let last = chosen.last().copied();
-    let next = last.filter(|last| pending.last().is_some_and(|b| b > last));
-    let mine = |b: &i64| chosen.binary_search(b).is_ok();
-    let (hours, others): (BTreeMap<_, _>, BTreeMap<_, _>) =
-        hours.into_iter().partition(|((b, _), _)| mine(b));
-    let (openings, other_openings): (Vec<_>, Vec<_>) =
-        openings.into_iter().partition(|(b, _)| mine(b));
-    let batch = rollup_batch::encode_parts(
-        others.iter().map(|((b, hour), bucket)| (*b, *hour, bucket)),
-        other_openings.iter().map(|(b, o)| (*b, o)),
-    )?;
-    rollup::append_encoded(txn, batch).await?;
-    Ok(((hours, openings), next))
+    Ok(buckets.len() as u64)
 }
 
 /// Runs one statement of a fold, then, at [`Pace::Shared`] on

@@ -25,12 +25,11 @@ use std::collections::HashMap;
 use chrono::serde::{ts_microseconds, ts_microseconds_option};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use sea_orm::sea_query::SimpleExpr;
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, sqlx};
+use sea_orm::{DbBackend, DbErr, sqlx};
 use serde::{Deserialize, Serialize};
 
 use super::checks::Checked;
 use super::rollup_batch::StatWire;
-use crate::error::ApiResult;
 
 /// Longest gap between two samples over which power is integrated.
 pub const MAX_GAP: TimeDelta = TimeDelta::minutes(15);
@@ -409,18 +408,6 @@ pub(super) async fn append_summary(
             .await
             .map_err(crate::db::sqlx_error)?;
     }
-    Ok(())
-}
-
-/// Appends one encoded batch ([`super::rollup_batch`]) to [`BATCHES`], on
-/// a sea-orm connection (the fold's put-back of the buckets it left).
-pub(super) async fn append_encoded(db: &impl ConnectionTrait, batch: Vec<u8>) -> ApiResult<()> {
-    db.execute_raw(Statement::from_sql_and_values(
-        db.get_database_backend(),
-        APPEND,
-        [batch.into()],
-    ))
-    .await?;
     Ok(())
 }
 
