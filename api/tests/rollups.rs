@@ -415,10 +415,11 @@ async fn energy_is_integrated_across_writes_and_folds(t: TestApp) {
 }
 
 /// A fold one battery per transaction (as SQLite's periodic fold goes,
-/// a slice at a time) puts the partial buckets of the batteries it has not
-/// reached back and folds them later: every battery's buckets and the
-/// energy between its writes come out as one fold makes them, and nothing
-/// stays pending.
+/// a slice at a time) adds the pending writes up once, puts them back as
+/// one batch per battery, and folds each batch alone: every battery's
+/// buckets and the energy between its writes come out as one fold makes
+/// them, and nothing stays pending. (On PostgreSQL the same call folds in
+/// one transaction, and must come out the same.)
 async fn a_fold_in_slices_adds_up_as_one_fold(t: TestApp) {
     let mut batteries = Vec::new();
     for suffix in ["A", "B", "C"] {
