@@ -128,7 +128,13 @@ impl App {
             None => Bus::local(),
         };
         let writes = db::writer_connection(&url, &db, &metrics).await?;
-        let ingestor = Ingestor::new(db.clone(), writes, config.ingest.clone(), bus.clone());
+        let ingestor = Ingestor::new(
+            db.clone(),
+            writes,
+            config.ingest.clone(),
+            bus.clone(),
+            metrics.clone(),
+        );
         let predictor = predict::Predictor::new(
             db.clone(),
             config.predictions.clone(),

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
 #[derive(Clone)]
@@ -15,6 +15,12 @@ pub struct Metrics {
     pub http_duration: HistogramVec,
     pub db_statements: IntCounterVec,
     pub db_duration: HistogramVec,
+    /// The sample writer's transactions, and the samples they stored: its
+    /// statements bypass sea-orm (SQLite's through rusqlite, PostgreSQL's
+    /// `COPY`), so `db_statements` does not see them.
+    pub sample_writes: IntCounterVec,
+    pub sample_write_duration: HistogramVec,
+    pub samples_stored: IntCounter,
 }
 
 impl Metrics {
@@ -51,11 +57,38 @@ impl Metrics {
             &["outcome"],
         )
         .expect("static metric definition");
+        let sample_writes = IntCounterVec::new(
+            Opts::new(
+                "sample_writes_total",
+                "Transactions of the sample writer, by outcome",
+            ),
+            &["outcome"],
+        )
+        .expect("static metric definition");
+        let sample_write_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "sample_write_duration_seconds",
+                "Time a transaction of the sample writer took, to its commit",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, 5.0,
+            ]),
+            &["outcome"],
+        )
+        .expect("static metric definition");
+        let samples_stored = IntCounter::new(
+            "samples_stored_total",
+            "New samples committed (duplicates of stored ones are not counted)",
+        )
+        .expect("static metric definition");
         for collector in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
             Box::new(db_statements.clone()),
             Box::new(db_duration.clone()),
+            Box::new(sample_writes.clone()),
+            Box::new(sample_write_duration.clone()),
+            Box::new(samples_stored.clone()),
         ] {
             registry
                 .register(collector)
@@ -67,7 +100,21 @@ impl Metrics {
             http_duration,
             db_statements,
             db_duration,
+            sample_writes,
+            sample_write_duration,
+            samples_stored,
         }
+    }
+
+    /// One transaction of the sample writer: `stored` new samples, or
+    /// `None` when it failed (its producers were told to retry).
+    pub fn observe_sample_write(&self, elapsed: Duration, stored: Option<u64>) {
+        let outcome = if stored.is_some() { "ok" } else { "error" };
+        self.sample_writes.with_label_values(&[outcome]).inc();
+        self.sample_write_duration
+            .with_label_values(&[outcome])
+            .observe(elapsed.as_secs_f64());
+        self.samples_stored.inc_by(stored.unwrap_or(0));
     }
 
     pub fn observe_db(&self, elapsed: Duration, failed: bool) {

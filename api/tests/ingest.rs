@@ -17,6 +17,7 @@ on_both_backends!(
     sample_stored_by_hand_is_a_duplicate,
     a_resent_long_batch_stores_only_its_new_samples,
     stored_values_read_back_exactly,
+    sample_writes_show_in_metrics,
     replicas_see_each_other_s_battery_changes,
     concurrent_producers_on_the_same_batteries
 );
@@ -434,6 +435,36 @@ async fn stored_values_read_back_exactly(t: TestApp) {
     for field in fields {
         assert_eq!(latest[field], measured[field], "{field}: {latest}");
     }
+}
+
+/// The value of the metric line `name` (with its labels) on `GET /metrics`.
+async fn metric(t: &TestApp, name: &str) -> f64 {
+    let resp = t.client.get("/metrics").send().await;
+    let text = resp.0.into_body().into_string().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+/// An operator sees the sample writer on `/metrics` on both backends
+/// (its statements bypass the per-statement counters): each committed
+/// transaction, and the new samples only — a resent batch adds a
+/// transaction but no sample.
+async fn sample_writes_show_in_metrics(t: TestApp) {
+    create_chain(&t, "M").await;
+    let samples: Vec<Value> = (0..3)
+        .map(|k| json!({ "battery": "SN-M", "ts": format!("2026-02-01T00:00:0{k}Z"), "voltageV": 51.0 }))
+        .collect();
+    let stored = "trackingbms_samples_stored_total";
+    let writes = "trackingbms_sample_writes_total{outcome=\"ok\"}";
+    let written = "trackingbms_sample_write_duration_seconds_count{outcome=\"ok\"}";
+    t.data(INGEST, json!({ "s": samples })).await;
+    assert_eq!(metric(&t, stored).await, 3.0);
+    assert_eq!(metric(&t, writes).await, 1.0);
+    t.data(INGEST, json!({ "s": samples })).await;
+    assert_eq!(metric(&t, stored).await, 3.0, "a resend stores nothing");
+    assert_eq!(metric(&t, writes).await, 2.0);
+    assert_eq!(metric(&t, written).await, 2.0);
 }
 
 /// Another replica's ingest pipeline holds the batteries it resolved; a

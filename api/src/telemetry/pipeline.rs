@@ -30,14 +30,15 @@ pub struct Ingestor {
 
 impl Ingestor {
     /// `db` resolves batteries; `writes` ([`crate::db::writer_connection`])
-    /// stores samples.
+    /// stores samples, counted in `metrics`.
     pub fn new(
         db: DatabaseConnection,
         writes: DatabaseConnection,
         config: IngestConfig,
         bus: crate::bus::Bus,
+        metrics: crate::metrics::Metrics,
     ) -> Self {
-        let writer = Writer::start(writes, &db, bus, &config);
+        let writer = Writer::start(writes, &db, bus, metrics, &config);
         Self {
             directory: Arc::new(Directory::new(db)),
             writer,

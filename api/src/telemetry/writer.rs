@@ -19,6 +19,7 @@ use super::store;
 use crate::bus::{Bus, SampleEvent};
 use crate::config::IngestConfig;
 use crate::error::{ApiError, ApiResult};
+use crate::metrics::Metrics;
 
 struct Job {
     rows: Vec<Checked>,
@@ -44,6 +45,7 @@ impl Writer {
         writes: DatabaseConnection,
         pool: &DatabaseConnection,
         bus: Bus,
+        metrics: Metrics,
         config: &IngestConfig,
     ) -> Self {
         let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
@@ -61,11 +63,12 @@ impl Writer {
             tokio::spawn(fold);
             for _ in 0..config.writers.max(1) {
                 let publish = Publish::Here(bus.clone());
-                tokio::spawn(run(writes.clone(), publish, rx.clone(), batch_rows));
+                let out = (publish, metrics.clone());
+                tokio::spawn(run(writes.clone(), out, rx.clone(), batch_rows));
             }
         } else {
-            let publish = Publish::publisher(bus);
-            on_own_thread(run(writes, publish, rx, batch_rows), fold);
+            let out = (Publish::publisher(bus), metrics);
+            on_own_thread(run(writes, out, rx, batch_rows), fold);
         }
         Self {
             tx,
@@ -208,9 +211,11 @@ async fn next_batch(rx: &Mutex<mpsc::Receiver<Job>>, batch_rows: usize) -> Optio
     Some(jobs)
 }
 
+/// Writes batches until the queue closes; each commit goes to `publish`
+/// and is counted in `metrics`.
 async fn run(
     db: DatabaseConnection,
-    publish: Publish,
+    (publish, metrics): (Publish, Metrics),
     rx: Arc<Mutex<mpsc::Receiver<Job>>>,
     batch_rows: usize,
 ) {
@@ -225,10 +230,16 @@ async fn run(
         }
         let started = std::time::Instant::now();
         let written = store::write(&db, &all).await;
+        let elapsed = started.elapsed();
+        let stored = written
+            .as_ref()
+            .ok()
+            .map(|is_new| is_new.iter().filter(|n| **n).count() as u64);
+        metrics.observe_sample_write(elapsed, stored);
         tracing::debug!(
             rows,
             jobs = replies.len(),
-            ms = started.elapsed().as_secs_f64() * 1000.0,
+            ms = elapsed.as_secs_f64() * 1000.0,
             "sample batch written"
         );
         match written {
