@@ -8,9 +8,9 @@
 //! leaves it pending for the next fold, and replicas folding at once take
 //! turns (an advisory lock on PostgreSQL; SQLite has one writer). On
 //! SQLite the periodic fold goes a slice of batteries per transaction
-//! ([`fold_in_slices`]), so that sample writes are not held up behind it. Writers
-//! never queue on the same roll-up rows, and a bucket is rewritten once
-//! per fold rather than once per write. Adding up in memory, rather than
+//! ([`fold_in_slices`]), so that sample writes are not held up behind
+//! it. Writers never queue on the same roll-up rows, and a bucket is
+//! rewritten once per fold rather than once per write. Adding up in memory, rather than
 //! in SQL over one row per partial bucket, made the fold several times
 //! cheaper: at 50k samples/s it ran on the writers' cores for 200 ms a
 //! second.
@@ -150,8 +150,10 @@ async fn fold_at(db: &DatabaseConnection, pace: Pace, batteries: usize) -> ApiRe
                 batteries
             };
             match split(hours, openings, batteries) {
-                Ok((hours, openings)) => written += merge(&txn, pace, hours, openings).await?,
-                Err(parts) => slices = put_back(&txn, parts).await?,
+                Split::Whole((hours, openings)) => {
+                    written += merge(&txn, pace, hours, openings).await?;
+                }
+                Split::Parts(parts) => slices = put_back(&txn, parts).await?,
             }
         }
         txn.commit().await?;
@@ -223,20 +225,28 @@ async fn take_all(txn: &DatabaseTransaction) -> ApiResult<AddedUp> {
     }
 }
 
+/// Added-up partial buckets and openings, as a fold merges them.
+enum Split {
+    /// In one transaction.
+    Whole(AddedUp),
+    /// A transaction per part, in battery order.
+    Parts(Vec<AddedUp>),
+}
+
 /// The added-up partial buckets and openings whole when they hold at
 /// most `batteries` batteries; otherwise in parts of `batteries`
-/// batteries each, in battery order.
+/// batteries each.
 fn split(
     hours: BTreeMap<(i64, DateTime<Utc>), Bucket>,
     openings: Vec<(i64, rollup::Opening)>,
     batteries: usize,
-) -> Result<AddedUp, Vec<AddedUp>> {
+) -> Split {
     let mut pending: Vec<i64> = hours.keys().map(|(b, _)| *b).collect();
     pending.dedup();
     if pending.len() <= batteries {
-        return Ok((hours, openings));
+        return Split::Whole((hours, openings));
     }
-    // The last battery of each part but the last.
+    // The last battery of each part.
     let bounds: Vec<i64> = pending
         .chunks(batteries.max(1))
         .filter_map(|c| c.last().copied())
@@ -256,7 +266,7 @@ fn split(
     for (battery, opening) in openings {
         parts[part_of(battery)].1.push((battery, opening));
     }
-    Err(parts)
+    Split::Parts(parts)
 }
 
 /// Puts each part back as a batch of its own; returns their row ids, in
