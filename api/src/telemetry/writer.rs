@@ -37,10 +37,11 @@ impl Writer {
     /// Starts the writers on `writes` ([`crate::db::writer_connection`]),
     /// the task folding the roll-up backlog every `ingest.rollup_fold_ms`
     /// on the same connection (on SQLite both on the writer's thread,
-    /// [`on_own_thread`]), and on SQLite the log's checkpoints
-    /// ([`crate::db::wal`]) on `pool`. They end when every handle is
-    /// dropped, after writing what is queued; a backlog left then is folded
-    /// by the next fold (the next start's, or a read's).
+    /// [`on_own_thread`], which hands what it commits to a publisher task
+    /// on this runtime, [`Publish::Queued`]), and on SQLite the log's
+    /// checkpoints ([`crate::db::wal`]) on `pool`. They end when every
+    /// handle is dropped, after writing what is queued; a backlog left then
+    /// is folded by the next fold (the next start's, or a read's).
     pub fn start(
         writes: DatabaseConnection,
         pool: &DatabaseConnection,
@@ -63,12 +64,18 @@ impl Writer {
             tokio::spawn(fold);
             for _ in 0..config.writers.max(1) {
                 let publish = Publish::Here(bus.clone());
-                let out = (publish, metrics.clone());
-                tokio::spawn(run(writes.clone(), out, rx.clone(), batch_rows));
+                let metrics = metrics.clone();
+                tokio::spawn(run(
+                    writes.clone(),
+                    rx.clone(),
+                    batch_rows,
+                    publish,
+                    metrics,
+                ));
             }
         } else {
-            let out = (Publish::publisher(bus), metrics);
-            on_own_thread(run(writes, out, rx, batch_rows), fold);
+            let publish = Publish::publisher(bus);
+            on_own_thread(run(writes, rx, batch_rows, publish, metrics), fold);
         }
         Self {
             tx,
@@ -215,9 +222,10 @@ async fn next_batch(rx: &Mutex<mpsc::Receiver<Job>>, batch_rows: usize) -> Optio
 /// and is counted in `metrics`.
 async fn run(
     db: DatabaseConnection,
-    (publish, metrics): (Publish, Metrics),
     rx: Arc<Mutex<mpsc::Receiver<Job>>>,
     batch_rows: usize,
+    publish: Publish,
+    metrics: Metrics,
 ) {
     while let Some(jobs) = next_batch(&rx, batch_rows).await {
         let rows = jobs.iter().map(|j| j.rows.len()).sum();
@@ -231,11 +239,6 @@ async fn run(
         let started = std::time::Instant::now();
         let written = store::write(&db, &all).await;
         let elapsed = started.elapsed();
-        let stored = written
-            .as_ref()
-            .ok()
-            .map(|is_new| is_new.iter().filter(|n| **n).count() as u64);
-        metrics.observe_sample_write(elapsed, stored);
         tracing::debug!(
             rows,
             jobs = replies.len(),
@@ -245,10 +248,13 @@ async fn run(
         match written {
             Ok(is_new) => {
                 let mut flags = is_new.iter();
+                let mut stored_in_all = 0;
                 for (reply, len) in replies {
                     let stored = flags.by_ref().take(len).filter(|n| **n).count() as u64;
+                    stored_in_all += stored;
                     let _ = reply.send(Ok(stored));
                 }
+                metrics.observe_sample_write(elapsed, Some(stored_in_all));
                 let events = all
                     .into_iter()
                     .zip(is_new)
@@ -263,6 +269,7 @@ async fn run(
                 publish.send(events).await;
             }
             Err(err) => {
+                metrics.observe_sample_write(elapsed, None);
                 tracing::error!(%err, rows = all.len(), "writing samples failed; producers will retry");
                 for (reply, _) in replies {
                     let _ = reply.send(Err(ApiError::RetryLater(
