@@ -565,14 +565,11 @@ pub async fn periodic<T: Send + 'static>(
 ) {
     let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(10)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let batteries = match db.get_database_backend() {
-        DbBackend::Postgres => usize::MAX,
-        _ => SQLITE_BATTERIES_PER_TRANSACTION,
-    };
     loop {
         ticker.tick().await;
         let started = std::time::Instant::now();
-        match fold_at(&db, Pace::Shared, batteries).await {
+        // In slices on SQLite; `fold_at` folds PostgreSQL's in one.
+        match fold_at(&db, Pace::Shared, SQLITE_BATTERIES_PER_TRANSACTION).await {
             Ok(0) => {}
             Ok(buckets) => tracing::debug!(
                 buckets,
